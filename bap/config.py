@@ -1,0 +1,159 @@
+"""Typed configuration of one BAP training run.
+
+Plain dataclasses: the orchestrator mirrors them as Hydra structured configs, a notebook builds them directly.
+Every ``__post_init__`` rejects bad values with a message that names the field and the fix, so a bad sweep fails
+before any cluster job starts. Defaults marked (ours) are choices METHOD.md fixes where the papers are silent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, List, Optional
+
+BACKBONES = ("resnet26", "resnet50")
+BUDGET_UNITS = ("params", "switches", "macs")
+SHARING_LOSSES = ("none", "int", "union", "jaccard")
+SCHEDULES = ("accumulate", "round_robin")
+DEVICES = ("auto", "cpu", "cuda")
+DATASETS = ("embedded", "decathlon", "imagenet_sketch")
+
+
+def _check_choice(field_name: str, value: Any, allowed: tuple) -> None:
+    if value not in allowed:
+        raise ValueError(f"{field_name}={value!r} is not supported; use one of: {', '.join(map(str, allowed))}")
+
+
+def _check_positive(field_name: str, value: float, fix: str = "") -> None:
+    if not value > 0:
+        raise ValueError(f"{field_name}={value} must be > 0{'; ' + fix if fix else ''}")
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "resnet26"
+    # Width factor on every stage's channels; 0.25 keeps CPU runs fast with the same code path as width 1.
+    width: float = 1.0
+    # Local state-dict file of a pretrained single-domain backbone (never downloaded).
+    weights: Optional[str] = None
+    # Convs left without switches. The stem only sees 3 RGB channels, so switching it saves nothing (METHOD 1).
+    unswitched: List[str] = field(default_factory=lambda: ["conv1"])
+
+    def __post_init__(self) -> None:
+        _check_choice("model.backbone", self.backbone, BACKBONES)
+        _check_positive("model.width", self.width, "use 1.0 for the paper's widths or e.g. 0.25 on CPU")
+
+
+@dataclass
+class BudgetConfig:
+    # beta in (0, 1]: the fraction of the backbone one domain may use, in `unit`.
+    budget: float = 1.0
+    unit: str = "params"
+    # Switch binarisation threshold and latent initial value (ours, after Piggyback): all switches start on.
+    threshold: float = 5e-3
+    init: float = 1e-2
+    # Dual-ascent step on the per-domain multipliers lambda_d (ours).
+    dual_lr: float = 0.05
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.budget <= 1.0:
+            raise ValueError(f"budget.budget={self.budget} is outside (0, 1]; use 1.0 for the unpruned baseline")
+        _check_choice("budget.unit", self.unit, BUDGET_UNITS)
+        if not self.init > self.threshold:
+            raise ValueError(
+                f"budget.init={self.init} must exceed budget.threshold={self.threshold} so every switch starts on"
+            )
+        if self.dual_lr < 0:
+            raise ValueError(f"budget.dual_lr={self.dual_lr} must be >= 0")
+
+
+@dataclass
+class SharingConfig:
+    # BAP's parameter-sharing loss; `none` is BA² trained jointly.
+    loss: str = "jaccard"
+    # A float, or the string "learnable" (ours): exp(-omega) * L_PS + omega with omega trained.
+    weight: Any = 1.0
+
+    def __post_init__(self) -> None:
+        _check_choice("sharing.loss", self.loss, SHARING_LOSSES)
+        if self.weight == "learnable":
+            return
+        try:
+            self.weight = float(self.weight)
+        except (TypeError, ValueError):
+            raise ValueError(f"sharing.weight={self.weight!r} must be a number >= 0 or 'learnable'") from None
+        if self.weight < 0:
+            raise ValueError(f"sharing.weight={self.weight} must be >= 0 or 'learnable'")
+
+    @property
+    def learnable(self) -> bool:
+        return self.weight == "learnable"
+
+
+@dataclass
+class DataConfig:
+    name: str = "embedded"
+    # Root of the data set on disk (decathlon, imagenet_sketch); unused by `embedded`.
+    root: Optional[str] = None
+    # Domains to train on; None means every target domain of the data set.
+    domains: Optional[List[str]] = None
+    # Embedded data only: image side, images per class and split, generator seed.
+    image_size: int = 32
+    train_per_class: int = 60
+    val_per_class: int = 30
+    seed: int = 0
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        _check_choice("data.name", self.name, DATASETS)
+        if self.name != "embedded" and not self.root:
+            raise ValueError(f"data.root is required for data.name={self.name!r}; set data.root=/path/to/{self.name}")
+        if self.domains is not None and len(self.domains) == 0:
+            raise ValueError("data.domains=[] names no domain; leave it unset (null) to use every domain")
+        if self.domains is not None and len(set(self.domains)) != len(self.domains):
+            raise ValueError(f"data.domains={list(self.domains)} repeats a domain; list each domain once")
+        _check_positive("data.image_size", self.image_size)
+        _check_positive("data.train_per_class", self.train_per_class)
+        _check_positive("data.val_per_class", self.val_per_class)
+        if self.num_workers < 0:
+            raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    # An epoch is a fixed number of optimizer steps, so small domains are revisited (METHOD 3).
+    steps_per_epoch: int = 50
+    batch_size: int = 32
+    eval_batch_size: int = 256
+    # Latent switches use Adam (Piggyback); BN and heads use `lr`.
+    switch_lr: float = 1e-3
+    lr: float = 1e-2
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    # accumulate: one batch of every domain per step; round_robin: one domain per step.
+    schedule: str = "accumulate"
+    device: str = "auto"
+    # Mixed precision, used only on CUDA.
+    amp: bool = True
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size", "eval_batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value <= 0:
+                raise ValueError(f"train.{name}={value!r} must be a positive integer")
+        _check_positive("train.switch_lr", self.switch_lr)
+        _check_positive("train.lr", self.lr)
+        _check_choice("train.schedule", self.schedule, SCHEDULES)
+        _check_choice("train.device", self.device, DEVICES)
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything one trial needs: model, budget, sharing, data and training settings."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    sharing: SharingConfig = field(default_factory=SharingConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
