@@ -1,0 +1,193 @@
+"""The joint training loop of BAP: every domain at once, switches under a budget, a sharing term (METHOD 2-3).
+
+``Trainer`` owns the loop and its state only; evaluation, checkpoints, progress and reporting are hooks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import asdict
+from typing import Any, Iterator, Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bap.config import ExperimentConfig
+from bap.data import DomainData, train_batches
+from bap.engine.hooks import Hook
+from bap.losses import budget_usage, dual_update, intersection_union, sharing_loss, switch_costs
+from bap.models.multidomain import MultiDomainNet
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("train.device='cuda' but no CUDA device is visible; use train.device=auto or cpu")
+    return torch.device(device)
+
+
+def batch_seed(seed: int, epoch: int, domain_index: int) -> int:
+    """Data order of one domain in one epoch: a function of (seed, epoch, domain) only, so a resumed run
+    draws exactly the batches the uninterrupted run would have drawn."""
+    return (seed * 1_000_003 + epoch * 10_007 + domain_index) % (2**63)
+
+
+class Trainer:
+    def __init__(
+        self,
+        model: MultiDomainNet,
+        domains: Mapping[str, DomainData],
+        cfg: ExperimentConfig,
+        hooks: Sequence[Hook | None] = (),
+    ) -> None:
+        missing = set(model.domains) ^ set(domains)
+        if missing:
+            raise ValueError(f"model domains {model.domains} and data domains {list(domains)} differ: {sorted(missing)}")
+        self.cfg = cfg
+        self.device = resolve_device(cfg.train.device)
+        self.model = model.to(self.device)
+        self.domains = dict(domains)
+        self.hooks = [h for h in hooks if h is not None]
+        self.amp = cfg.train.amp and self.device.type == "cuda"
+
+        first = next(iter(self.domains.values()))
+        self.costs = switch_costs(self.model, cfg.budget.unit, first.input_size)
+        # The learnable sharing weight (ours): exp(-omega) * L_PS + omega, omega trained with the switches.
+        self.omega = nn.Parameter(torch.zeros((), device=self.device)) if cfg.sharing.learnable else None
+        switch_params = list(self.model.switch_parameters()) + ([self.omega] if self.omega is not None else [])
+        self.switch_optimizer = torch.optim.Adam(switch_params, lr=cfg.train.switch_lr)
+        self.domain_optimizer = torch.optim.SGD(
+            self.model.domain_parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
+            weight_decay=cfg.train.weight_decay,
+        )
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
+        self.multipliers = {d: 0.0 for d in self.domains}
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps completed
+        self.epoch_metrics: dict[str, Any] = {}
+        self.history: list[dict[str, Any]] = []
+
+    # ---- one optimizer step -----------------------------------------------------------------------------------
+    def run_step(self, batches: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
+        """One step over ``batches`` (domain -> batch): per domain CE_d + lambda_d (B_d - beta), then the
+        sharing term, backward, optimizer steps, dual ascent."""
+        cfg, model = self.cfg, self.model
+        model.train()
+        self.switch_optimizer.zero_grad(set_to_none=True)
+        self.domain_optimizer.zero_grad(set_to_none=True)
+        stats: dict[str, float] = {}
+        for domain, (x, y) in batches.items():
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            with torch.autocast("cuda", enabled=self.amp):
+                logits = model(x, domain)
+            ce = F.cross_entropy(logits.float(), y)
+            usage = budget_usage(model.soft_masks(domain), self.costs)
+            loss = ce + self.multipliers[domain] * (usage - cfg.budget.budget)
+            self.scaler.scale(loss).backward()  # per domain, so only one domain's activations are alive at a time
+            stats[f"loss/ce/{domain}"] = ce.item()
+            stats[f"budget_usage/{domain}"] = usage.item()
+
+        if cfg.sharing.loss != "none":
+            shared = sharing_loss(cfg.sharing.loss, [model.soft_masks(d) for d in self.domains], self.costs)
+            if self.omega is not None:
+                term = torch.exp(-self.omega) * shared + self.omega
+            else:
+                term = cfg.sharing.weight * shared
+            self.scaler.scale(term).backward()
+            stats["loss/sharing"] = shared.item()
+
+        self.scaler.step(self.switch_optimizer)
+        self.scaler.step(self.domain_optimizer)
+        self.scaler.update()
+        for domain in batches:
+            self.multipliers[domain] = dual_update(
+                self.multipliers[domain], stats[f"budget_usage/{domain}"], cfg.budget.budget, cfg.budget.dual_lr
+            )
+        return stats
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def epoch_batches(self) -> Iterator[dict[str, tuple[Tensor, Tensor]]]:
+        """The epoch's steps: one batch of every domain (accumulate) or of one domain in turn (round_robin)."""
+        t, names = self.cfg.train, list(self.domains)
+        per_domain = t.steps_per_epoch if t.schedule == "accumulate" else math.ceil(t.steps_per_epoch / len(names))
+        streams = {
+            d: train_batches(self.domains[d].train, t.batch_size, per_domain, batch_seed(t.seed, self.epoch, i),
+                             self.cfg.data.num_workers)
+            for i, d in enumerate(names)
+        }
+        for step in range(t.steps_per_epoch):
+            if t.schedule == "accumulate":
+                yield {d: next(streams[d]) for d in names}
+            else:
+                domain = names[(self.step + step) % len(names)]
+                yield {domain: next(streams[domain])}
+
+    def fit(self) -> None:
+        for hook in self.hooks:
+            hook.before_train(self)
+        while self.epoch < self.cfg.train.epochs:
+            sums: dict[str, float] = {}
+            counts: dict[str, int] = {}
+            for batches in self.epoch_batches():
+                for key, value in self.run_step(batches).items():
+                    sums[key] = sums.get(key, 0.0) + value
+                    counts[key] = counts.get(key, 0) + 1
+                self.step += 1
+                for hook in self.hooks:
+                    hook.after_step(self)
+            self.epoch += 1
+            self.epoch_metrics = {"epoch": self.epoch, **{k: sums[k] / counts[k] for k in sums}}
+            self.epoch_metrics.update(self.switch_report())
+            for hook in self.hooks:
+                hook.after_epoch(self)
+            self.history.append({k: v for k, v in self.epoch_metrics.items() if isinstance(v, (int, float))})
+        for hook in self.hooks:
+            hook.after_train(self)
+
+    @torch.no_grad()
+    def switch_report(self) -> dict[str, float]:
+        """Binarised budget usage per domain, multipliers and the union fraction (in the budget's unit)."""
+        hard = {d: {n: m.float() for n, m in masks.items()} for d, masks in self.model.masks().items()}
+        report = {f"budget_usage/{d}": float(budget_usage(hard[d], self.costs)) for d in hard}
+        report.update({f"lambda/{d}": lam for d, lam in self.multipliers.items()})
+        _, union = intersection_union(list(hard.values()), self.costs)
+        report["union_fraction"] = float(union)
+        if self.omega is not None:
+            report["sharing_weight"] = float(torch.exp(-self.omega))
+        return report
+
+    # ---- exact resume -----------------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model.state_dict(),
+            "switch_optimizer": self.switch_optimizer.state_dict(),
+            "domain_optimizer": self.domain_optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
+            "omega": self.omega.detach().cpu() if self.omega is not None else None,
+            "multipliers": dict(self.multipliers),
+            "epoch": self.epoch,
+            "step": self.step,
+            "history": list(self.history),
+            "rng_cpu": torch.get_rng_state(),
+            "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "config": asdict(self.cfg),
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.model.load_state_dict(state["model"])
+        self.switch_optimizer.load_state_dict(state["switch_optimizer"])
+        self.domain_optimizer.load_state_dict(state["domain_optimizer"])
+        self.scaler.load_state_dict(state["scaler"])
+        if self.omega is not None and state["omega"] is not None:
+            with torch.no_grad():
+                self.omega.copy_(state["omega"])
+        self.multipliers = dict(state["multipliers"])
+        self.epoch, self.step = int(state["epoch"]), int(state["step"])
+        self.history = list(state["history"])
+        torch.set_rng_state(state["rng_cpu"])
+        if state["rng_cuda"] and torch.cuda.is_available():
+            with contextlib.suppress(RuntimeError):  # a checkpoint from more GPUs than this machine has
+                torch.cuda.set_rng_state_all(state["rng_cuda"])

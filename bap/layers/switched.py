@@ -1,0 +1,133 @@
+"""A frozen convolution shared by all domains, with one switch per input channel and domain (METHOD 1)."""
+
+from __future__ import annotations
+
+from typing import Iterable, Mapping
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def binarize(latent: Tensor, threshold: float) -> Tensor:
+    """Binary mask ``latent > threshold`` whose gradient passes straight through (dm/dz = 1)."""
+    hard = (latent > threshold).to(latent.dtype)
+    return hard + latent - latent.detach()
+
+
+class SwitchedConv2d(nn.Module):
+    """``conv2d(x * m_d, W)`` with ``W`` frozen and shared, ``m_d`` a binary mask over input channels.
+
+    The switch multiplies the input, not the weight: its gradient is then a cheap reduction of the input
+    gradient that backprop computes anyway, while masking the weight would need the conv's weight gradient
+    (a second full convolution) in every backward pass.
+
+    Two switch modes:
+    - trainable (``fixed=False``): one latent vector per domain, binarised by ``threshold`` with a
+      straight-through estimator;
+    - fixed (``fixed=True``, materialized models): one boolean buffer per domain, no parameters.
+
+    After physical pruning the conv may read only some of its producer's channels: ``in_index`` gathers them.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        *,
+        domains: Iterable[str] = (),
+        switched: bool = True,
+        threshold: float = 5e-3,
+        init: float = 1e-2,
+        fixed: bool = False,
+        in_index: Tensor | None = None,
+    ) -> None:
+        super().__init__()
+        self.kernel_size = kernel_size
+        self.stride = stride
+        self.padding = padding
+        self.switched = switched
+        self.threshold = threshold
+        self.fixed = fixed
+        self.weight = nn.Parameter(
+            torch.empty(out_channels, in_channels, kernel_size, kernel_size), requires_grad=False
+        )
+        if self.weight.numel():
+            nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
+        self.register_buffer("in_index", in_index.clone().long() if in_index is not None else None)
+        self.domains = list(domains) if switched else []
+        if switched and fixed:
+            for domain in self.domains:
+                self.register_buffer(self._mask_name(domain), torch.ones(in_channels, dtype=torch.bool))
+        elif switched:
+            self.latent = nn.ParameterDict(
+                {d: nn.Parameter(torch.full((in_channels,), float(init))) for d in self.domains}
+            )
+
+    @staticmethod
+    def _mask_name(domain: str) -> str:
+        return f"mask__{domain}"
+
+    @property
+    def in_channels(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def out_channels(self) -> int:
+        return self.weight.shape[0]
+
+    def mask(self, domain: str) -> Tensor:
+        """Float mask over the (kept) input channels; carries STE gradients in trainable mode."""
+        if not self.switched:
+            return self.weight.new_ones(self.in_channels)
+        if self.fixed:
+            return getattr(self, self._mask_name(domain)).to(self.weight.dtype)
+        return binarize(self.latent[domain], self.threshold)
+
+    def hard_mask(self, domain: str) -> Tensor:
+        return self.mask(domain).detach() > 0.5
+
+    def set_mask(self, domain: str, mask: Tensor, init: float) -> None:
+        """Make the binarised mask equal ``mask``; latent values already on the right side are kept."""
+        mask = mask.to(dtype=torch.bool, device=self.weight.device)
+        if mask.shape != (self.in_channels,):
+            raise ValueError(f"mask for domain {domain!r} has shape {tuple(mask.shape)}, expected ({self.in_channels},)")
+        if self.fixed:
+            getattr(self, self._mask_name(domain)).copy_(mask)
+            return
+        with torch.no_grad():
+            latent = self.latent[domain]
+            on = latent > self.threshold
+            latent[mask & ~on] = init
+            latent[~mask & on] = 0.0
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        def out(size: int) -> int:
+            return (size + 2 * self.padding - self.kernel_size) // self.stride + 1
+
+        return out(height), out(width)
+
+    def forward(self, x: Tensor, domain: str) -> Tensor:
+        if self.in_index is not None:
+            x = x.index_select(1, self.in_index)
+        if self.weight.numel() == 0:
+            # Every input (or every filter) was pruned away: the conv contributes exactly zero.
+            return x.new_zeros(x.shape[0], self.out_channels, *self.output_size(*x.shape[-2:]))
+        if self.switched:
+            x = x * self.mask(domain).to(x.dtype).view(1, -1, 1, 1)
+        return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding)
+
+    def extra_repr(self) -> str:
+        mode = "off" if not self.switched else ("fixed" if self.fixed else "trainable")
+        gathered = f", gathers {self.in_index.numel()}" if self.in_index is not None else ""
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, switches={mode}{gathered}"
+        )
+
+
+def masks_of(conv: SwitchedConv2d) -> Mapping[str, Tensor]:
+    return {d: conv.hard_mask(d) for d in conv.domains}
