@@ -39,7 +39,8 @@ def switch_costs(model: MultiDomainNet, unit: str, input_size: tuple[int, int] |
             per_channel = conv.out_channels * conv.kernel_size**2 * h * w
         else:
             raise ValueError(f"budget.unit={unit!r} is not supported; use params, switches or macs")
-        costs[name] = torch.full((conv.in_channels,), float(per_channel), device=conv.weight.device)
+        # float64: the hard budget guarantee compares sums of thousands of small costs against beta exactly.
+        costs[name] = torch.full((conv.in_channels,), float(per_channel), dtype=torch.float64, device=conv.weight.device)
     total = sum(c.sum() for c in costs.values())
     return {name: c / total for name, c in costs.items()}
 

@@ -69,7 +69,7 @@ def build_model(
         "init": float(init),
     }
     model = _REGISTRY[backbone](arch)
-    unknown = set(unswitched) - set(model.convs())
+    unknown = set(unswitched) - set(model.convs()) - {"*"}
     if unknown:
         raise ValueError(f"unswitched={sorted(unknown)} names no conv of {backbone}; e.g. 'conv1' is the stem")
     if weights is not None:

@@ -20,7 +20,7 @@ def scaled(channels: int, width: float) -> int:
 
 
 class _ConvFactory:
-    """Builds convs that share one switch configuration; names listed in ``unswitched`` get no switches."""
+    """Builds convs that share one switch configuration; names in ``unswitched`` ("*": all) get no switches."""
 
     def __init__(self, domains: Sequence[str], unswitched: Sequence[str], threshold: float, init: float) -> None:
         self.domains, self.unswitched, self.threshold, self.init = list(domains), set(unswitched), threshold, init
@@ -28,7 +28,7 @@ class _ConvFactory:
     def __call__(self, name: str, c_in: int, c_out: int, k: int, stride: int = 1) -> SwitchedConv2d:
         return SwitchedConv2d(
             c_in, c_out, k, stride, padding=k // 2, domains=self.domains,
-            switched=name not in self.unswitched, threshold=self.threshold, init=self.init,
+            switched=not ({"*", name} & self.unswitched), threshold=self.threshold, init=self.init,
         )
 
 

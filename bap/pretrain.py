@@ -1,0 +1,100 @@
+"""Pretrain a single-domain backbone on labelled data and save the state dict ``build_model(weights=...)`` loads.
+
+BA² and BAP start from a frozen pretrained backbone. Labs with their own source data (an ImageFolder tree,
+or the embedded ``shapes`` domain on CPU) make one here; nothing is ever downloaded.
+
+    python -m bap.pretrain --backbone resnet26 --width 0.25 --out resnet26_w0.25.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from bap.config import DataConfig
+from bap.data import DomainData, build_source, train_batches
+from bap.engine.hooks import evaluate
+from bap.engine.trainer import batch_seed, resolve_device
+from bap.models import build_model, single_domain_state_dict
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class PretrainConfig:
+    backbone: str = "resnet26"
+    width: float = 1.0
+    epochs: int = 8
+    steps_per_epoch: int = 60
+    batch_size: int = 64
+    lr: float = 0.1
+    weight_decay: float = 5e-4
+    device: str = "auto"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("epochs", "steps_per_epoch", "batch_size"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"pretrain.{name}={getattr(self, name)} must be a positive integer")
+
+
+def pretrain(cfg: PretrainConfig, data: DomainData, out: str) -> float:
+    """Train every weight of ``cfg.backbone`` on ``data`` (SGD, cosine LR); save to ``out``; return val top-1 (%)."""
+    torch.manual_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    # A single-domain net trains its convs, so no conv is switched and every weight is trainable.
+    model = build_model(cfg.backbone, {data.name: data.num_classes}, width=cfg.width, unswitched=["*"])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.to(device).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay,
+                                nesterov=True)
+    total = cfg.epochs * cfg.steps_per_epoch
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 0.5 * (1 + math.cos(math.pi * s / total)))
+    for epoch in range(cfg.epochs):
+        losses = []
+        for x, y in train_batches(data.train, cfg.batch_size, cfg.steps_per_epoch, batch_seed(cfg.seed, epoch, 0)):
+            loss = F.cross_entropy(model(x.to(device), data.name), y.to(device))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            losses.append(loss.item())
+        log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, cfg.epochs, sum(losses) / len(losses))
+    acc = evaluate(model, {data.name: data}, 256, device)[data.name]
+    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
+    tmp = f"{out}.tmp"
+    torch.save(single_domain_state_dict(model, data.name), tmp)
+    os.replace(tmp, out)
+    log.info("pretrained %s (width %s) on %s: val top-1 %.1f%%, saved to %s", cfg.backbone, cfg.width, data.name,
+             acc, out)
+    return acc
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, help="state-dict file to write")
+    parser.add_argument("--backbone", default="resnet26")
+    parser.add_argument("--width", type=float, default=1.0)
+    parser.add_argument("--data", default="embedded", help="embedded, decathlon or imagenet_sketch")
+    parser.add_argument("--root", default=None, help="data root (not needed for embedded)")
+    parser.add_argument("--domain", default=None, help="source domain of --root (default: the data set's own)")
+    parser.add_argument("--image-size", type=int, default=32, help="embedded data only")
+    parser.add_argument("--epochs", type=int, default=PretrainConfig.epochs)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data_cfg = DataConfig(name=args.data, root=args.root, image_size=args.image_size,
+                          domains=[args.domain] if args.domain else None)
+    cfg = PretrainConfig(backbone=args.backbone, width=args.width, epochs=args.epochs, device=args.device)
+    pretrain(cfg, build_source(data_cfg), args.out)
+
+
+if __name__ == "__main__":
+    main()

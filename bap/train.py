@@ -1,0 +1,110 @@
+"""``bap.train``: one BAP run from a config to a pruned multi-domain model and its final metrics."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+
+from bap import metrics as M
+from bap.config import ExperimentConfig
+from bap.counting import count, reference_counts
+from bap.data import DomainData, build_domains
+from bap.engine.hooks import CallbackHook, CheckpointHook, EvalHook, Hook, LogHook, ProgressHook, evaluate
+from bap.engine.trainer import Trainer
+from bap.losses import budget_usage, intersection_union, project_to_budget
+from bap.models import MultiDomainNet, build_model
+from bap.prune import materialize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    model: MultiDomainNet  # trained, switches projected onto the budget (still full size)
+    pruned: MultiDomainNet  # materialize(model): what serves every domain
+    metrics: dict[str, float]  # final metrics, keys from bap.metrics
+    history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+
+
+def build_for(cfg: ExperimentConfig, domains: Mapping[str, DomainData]) -> MultiDomainNet:
+    m = cfg.model
+    return build_model(
+        m.backbone, {name: d.num_classes for name, d in domains.items()}, width=m.width, weights=m.weights,
+        unswitched=m.unswitched, threshold=cfg.budget.threshold, init=cfg.budget.init,
+    )
+
+
+def train(
+    cfg: ExperimentConfig,
+    *,
+    domains: Mapping[str, DomainData] | None = None,
+    callback: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_dir: str | None = None,
+    resume: bool = False,
+    progress: bool = False,
+    hooks: Sequence[Hook] = (),
+) -> TrainResult:
+    """Train every domain of ``cfg.data`` jointly under ``cfg.budget``, then project onto the budget and prune.
+
+    - ``domains``: prebuilt data (default: ``build_domains(cfg.data)``, which validates it first);
+    - ``callback(metrics)``: called after every epoch with that epoch's metrics (losses, ``val/acc/<domain>``,
+      ``budget_usage/<domain>``, ``lambda/<domain>``, ``union_fraction``, and ``checkpoint`` if one was written);
+    - ``checkpoint_dir``: write ``checkpoint.pt`` there every epoch; with ``resume=True`` continue from it
+      exactly (model, optimizers, multipliers, RNG state, epoch) when it exists;
+    - ``progress``: show a progress bar; ``hooks``: more hooks, run after the built-in ones.
+    """
+    torch.manual_seed(cfg.train.seed)
+    domains = dict(domains) if domains is not None else build_domains(cfg.data)
+    model = build_for(cfg, domains)
+    checkpointing = CheckpointHook(checkpoint_dir) if checkpoint_dir else None
+    trainer = Trainer(model, domains, cfg, hooks=[
+        EvalHook(), checkpointing, CallbackHook(callback) if callback else None,
+        ProgressHook() if progress else None, LogHook(), *hooks,
+    ])
+    if resume and checkpointing is not None and os.path.isfile(checkpointing.path):
+        state = torch.load(checkpointing.path, map_location=trainer.device, weights_only=True)
+        trainer.load_state_dict(state)
+        log.info("resumed from %s at epoch %d", checkpointing.path, trainer.epoch)
+    trainer.fit()
+    return finalize(trainer)
+
+
+def finalize(trainer: Trainer) -> TrainResult:
+    """Hard budget guarantee, evaluation, physical pruning and counting of a trained ``trainer``."""
+    cfg, model = trainer.cfg, trainer.model
+    budget = cfg.budget.budget
+    turned_off = project_to_budget(model, budget, trainer.costs)
+    hard = {d: {n: m.float() for n, m in masks.items()} for d, masks in model.masks().items()}
+    usage = {d: float(budget_usage(hard[d], trainer.costs)) for d in hard}
+    _, union = intersection_union(list(hard.values()), trainer.costs)
+
+    pruned = materialize(model)
+    acc = evaluate(pruned, trainer.domains, cfg.train.eval_batch_size, trainer.device, cfg.data.num_workers)
+    input_sizes = {name: d.input_size for name, d in trainer.domains.items()}
+    counts, reference = count(pruned, input_sizes), reference_counts(model, input_sizes)
+
+    metrics: dict[str, float] = {M.acc_key(d): a for d, a in acc.items()}
+    metrics[M.ACC_MEAN] = M.mean_accuracy(acc)
+    metrics.update({M.budget_usage_key(d): u for d, u in usage.items()})
+    metrics.update({M.projected_off_key(d): float(n) for d, n in turned_off.items()})
+    metrics.update({M.macs_key(d): float(v) for d, v in counts.macs.items()})
+    metrics[M.BUDGET_MET] = float(all(u <= budget + 1e-9 for u in usage.values()))
+    metrics[M.UNION_FRACTION] = float(union)
+    metrics[M.PARAMS_TOTAL] = float(counts.params)
+    metrics[M.PARAMS_CONV] = float(counts.conv_params)
+    metrics[M.PARAMS_RATIO] = counts.params / reference.params
+    metrics["params_conv_ratio"] = counts.conv_params / reference.conv_params
+    metrics["switches"] = float(counts.switches)
+    metrics[M.MACS_MEAN] = counts.macs_mean
+    metrics[M.MACS_RATIO] = counts.macs_mean / reference.macs_mean
+    if M.scored_domains(acc):
+        score = M.decathlon_score(acc)
+        metrics[M.DECATHLON_SCORE] = score
+        metrics.update(M.efficiency(score, metrics[M.PARAMS_RATIO], metrics[M.MACS_RATIO]))
+    log.info("final: acc_mean=%.2f params_ratio=%.3f macs_ratio=%.3f union=%.3f projection turned off %s",
+             metrics[M.ACC_MEAN], metrics[M.PARAMS_RATIO], metrics[M.MACS_RATIO], union, turned_off)
+    return TrainResult(model=model, pruned=pruned, metrics=metrics, history=list(trainer.history))

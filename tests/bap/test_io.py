@@ -1,0 +1,61 @@
+"""bap.save / bap.load: one weights_only file for unpruned, pruned and single-domain models."""
+
+import pytest
+import torch
+
+from bap import build_model, load, materialize, save
+from tests.bap.helpers import random_masks, randomize_bn
+
+
+@pytest.fixture(scope="module")
+def trained_like():
+    torch.manual_seed(0)
+    model = build_model("resnet26", {"a": 4, "b": 6}, width=0.25)
+    randomize_bn(model)
+    model.set_masks(random_masks(model, (0.4, 0.7)))
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["unpruned", "pruned", "single"])
+def test_round_trip_gives_identical_logits(tmp_path, trained_like, kind):
+    model = {"unpruned": trained_like, "pruned": materialize(trained_like), "single": materialize(trained_like, "b")}[kind]
+    path = str(tmp_path / "m.bap")
+    save(model, path)
+    raw = torch.load(path, weights_only=True)  # no pickled code inside
+    assert set(raw) == {"format", "version", "arch", "shapes", "state_dict"}
+    loaded = load(path).eval()
+    assert loaded.domains == model.domains
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(loaded(x, "b"), model(x, "b"))
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in model.parameters())
+
+
+def test_truncated_corrupted_and_foreign_files_are_named(tmp_path, trained_like):
+    path = tmp_path / "m.bap"
+    save(materialize(trained_like), str(path))
+    data = path.read_bytes()
+    (tmp_path / "short.bap").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="short.bap.*truncated, corrupted"):
+        load(str(tmp_path / "short.bap"))
+    corrupted = bytearray(data)
+    corrupted[100:400] = bytes(300)
+    (tmp_path / "bad.bap").write_bytes(bytes(corrupted))
+    with pytest.raises(ValueError, match="bad.bap"):
+        load(str(tmp_path / "bad.bap"))
+    torch.save(trained_like.state_dict(), tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match="plain.pt.*not a bap model file"):
+        load(str(tmp_path / "plain.pt"))
+    with pytest.raises(FileNotFoundError, match="absent.bap"):
+        load(str(tmp_path / "absent.bap"))
+
+
+@pytest.mark.gpu
+def test_model_saved_on_cuda_loads_on_cpu(tmp_path, trained_like):
+    cuda_model = materialize(trained_like).cuda()
+    save(cuda_model, str(tmp_path / "m.bap"))
+    loaded = load(str(tmp_path / "m.bap"))
+    assert next(loaded.parameters()).device.type == "cpu"
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x, "a"), cuda_model(x.cuda(), "a").cpu(), atol=1e-4)

@@ -1,0 +1,59 @@
+"""SwitchedConv2d: masking, straight-through gradients, fixed masks and gathered inputs."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from bap.layers import SwitchedConv2d, binarize
+
+
+def test_binarize_is_hard_forward_and_identity_backward():
+    z = torch.tensor([0.0, 0.004, 0.006, 0.02], requires_grad=True)
+    m = binarize(z, 5e-3)
+    assert m.tolist() == [0.0, 0.0, 1.0, 1.0]
+    (m * torch.tensor([1.0, 2.0, 3.0, 4.0])).sum().backward()
+    assert z.grad.tolist() == [1.0, 2.0, 3.0, 4.0]
+
+
+def test_masked_conv_equals_conv_with_input_channels_removed():
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(6, 4, 3, padding=1, domains=["a", "b"])
+    keep = torch.tensor([True, False, True, True, False, True])
+    conv.set_mask("a", keep, init=1e-2)
+    x = torch.randn(2, 6, 8, 8)
+    expected = F.conv2d(x[:, keep], conv.weight[:, keep], padding=1)
+    assert torch.allclose(conv(x, "a"), expected, atol=1e-6)
+    assert torch.allclose(conv(x, "b"), F.conv2d(x, conv.weight, padding=1), atol=1e-6)
+    assert torch.equal(conv.hard_mask("a"), keep)
+
+
+def test_switch_gradient_reaches_latent_but_not_weight():
+    conv = SwitchedConv2d(4, 3, 3, padding=1, domains=["a"])
+    conv(torch.randn(2, 4, 5, 5), "a").square().sum().backward()
+    assert conv.latent["a"].grad is not None and conv.latent["a"].grad.abs().sum() > 0
+    assert conv.weight.grad is None
+
+
+def test_set_mask_keeps_latents_already_on_the_right_side():
+    conv = SwitchedConv2d(3, 2, 1, domains=["a"])
+    with torch.no_grad():
+        conv.latent["a"].copy_(torch.tensor([0.5, 0.001, 0.2]))
+    conv.set_mask("a", torch.tensor([True, True, False]), init=1e-2)
+    assert conv.latent["a"].tolist() == pytest.approx([0.5, 1e-2, 0.0])
+    with pytest.raises(ValueError, match="shape"):
+        conv.set_mask("a", torch.ones(4, dtype=torch.bool), init=1e-2)
+
+
+def test_fixed_masks_are_buffers_and_gather_selects_inputs():
+    conv = SwitchedConv2d(2, 3, 1, domains=["a"], fixed=True, in_index=torch.tensor([1, 3]))
+    assert sum(p.numel() for p in conv.parameters()) == 6
+    conv.set_mask("a", torch.tensor([False, True]), init=0.0)
+    x = torch.randn(1, 4, 2, 2)
+    expected = F.conv2d(x[:, [3]], conv.weight[:, [1]])
+    assert torch.allclose(conv(x, "a"), expected, atol=1e-6)
+
+
+def test_conv_with_no_inputs_outputs_zeros_of_the_right_shape():
+    conv = SwitchedConv2d(0, 5, 3, stride=2, padding=1, domains=["a"], fixed=True)
+    out = conv(torch.randn(2, 0, 9, 9), "a")
+    assert out.shape == (2, 5, 5, 5) and not out.any()
