@@ -14,7 +14,7 @@ from bap.config import ExperimentConfig
 from bap.counting import count, reference_counts
 from bap.data import DomainData, build_domains
 from bap.engine.hooks import CallbackHook, CheckpointHook, EvalHook, Hook, LogHook, ProgressHook, evaluate
-from bap.engine.trainer import Trainer
+from bap.engine.trainer import Trainer, resolve_device
 from bap.losses import budget_usage, intersection_union, project_to_budget
 from bap.models import MultiDomainNet, build_model
 from bap.prune import materialize
@@ -57,6 +57,7 @@ def train(
       exactly (model, optimizers, multipliers, RNG state, epoch) when it exists;
     - ``progress``: show a progress bar; ``hooks``: more hooks, run after the built-in ones.
     """
+    resolve_device(cfg.train.device)  # fail on a missing GPU before building data or model
     torch.manual_seed(cfg.train.seed)
     domains = dict(domains) if domains is not None else build_domains(cfg.data)
     model = build_for(cfg, domains)

@@ -77,7 +77,7 @@ class CheckpointHook(Hook):
         tmp = self.path + ".tmp"
         torch.save(trainer.state_dict(), tmp)
         os.replace(tmp, self.path)
-        trainer.epoch_metrics["checkpoint"] = self.path
+        trainer.last_checkpoint = self.path
 
 
 class CallbackHook(Hook):
@@ -87,7 +87,10 @@ class CallbackHook(Hook):
         self.fn = fn
 
     def after_epoch(self, trainer: "Trainer") -> None:
-        self.fn(dict(trainer.epoch_metrics))
+        metrics = dict(trainer.epoch_metrics)
+        if trainer.last_checkpoint is not None:
+            metrics["checkpoint"] = trainer.last_checkpoint
+        self.fn(metrics)
 
 
 class ProgressHook(Hook):

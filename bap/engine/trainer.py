@@ -69,6 +69,7 @@ class Trainer:
         self.step = 0  # optimizer steps completed
         self.epoch_metrics: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
+        self.last_checkpoint: str | None = None  # set by CheckpointHook
 
     # ---- one optimizer step -----------------------------------------------------------------------------------
     def run_step(self, batches: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
@@ -118,11 +119,12 @@ class Trainer:
                              self.cfg.data.num_workers)
             for i, d in enumerate(names)
         }
+        first_step = self.step  # round-robin continues across epochs where the last one stopped
         for step in range(t.steps_per_epoch):
             if t.schedule == "accumulate":
                 yield {d: next(streams[d]) for d in names}
             else:
-                domain = names[(self.step + step) % len(names)]
+                domain = names[(first_step + step) % len(names)]
                 yield {domain: next(streams[domain])}
 
     def fit(self) -> None:
@@ -141,9 +143,10 @@ class Trainer:
             self.epoch += 1
             self.epoch_metrics = {"epoch": self.epoch, **{k: sums[k] / counts[k] for k in sums}}
             self.epoch_metrics.update(self.switch_report())
+            # History first, so the checkpoint a hook writes already holds this epoch.
+            self.history.append(self.epoch_metrics)
             for hook in self.hooks:
                 hook.after_epoch(self)
-            self.history.append({k: v for k, v in self.epoch_metrics.items() if isinstance(v, (int, float))})
         for hook in self.hooks:
             hook.after_train(self)
 
