@@ -1,0 +1,127 @@
+"""Command-line plumbing: sweep-axis syntax, and the ``@hydra.main`` wrapper every entry point uses.
+
+Hydra reads ``budgets=0.25,0.5,1.0`` as a sweep and, without ``--multirun``, refuses it ("Ambiguous value for
+argument"); with ``--multirun`` Hydra, not Ray, would run the sweep. So the sweep-axis arguments are rewritten
+into list values (``budgets=[0.25,0.5,1.0]``) before ``@hydra.main`` parses ``sys.argv``, using Hydra's own
+override parser so quoting, ``range(...)`` and nested lists behave exactly as Hydra documents them.
+
+``python -m orchestrator.cli <overrides>`` is a dry run: it prints the trials the sweep would start and the
+validation result, without starting Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Callable, List, Optional, Sequence
+
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+
+from orchestrator.config import SweepConfig
+
+# The list-valued keys of SweepConfig that form the grid.
+SWEEP_AXES = ("budgets", "domain_sets", "backbones", "sharing", "seeds")
+
+_DOMAIN_SETS_FIX = (
+    "each domain set is a bracketed list of domain names: domain_sets=[dtd,svhn] for one set of both, "
+    "domain_sets=[dtd],[svhn] or domain_sets=[[dtd],[svhn]] for two sets"
+)
+
+
+def _axis_values(override: Override) -> Optional[list]:
+    """The axis as a list, or None to leave the argument as it is (a list already, null, or not parseable)."""
+    if override.is_interval_sweep():
+        raise ValueError(
+            f"{override.input_line}: interval() is a continuous range, not a grid; list the values, "
+            f"e.g. {override.key_or_group}=0.25,0.5,1.0"
+        )
+    if override.is_sweep_override():  # a,b,c | choice(a,b) | range(0,3)
+        return list(override.sweep_iterator())
+    value = override.value()
+    return None if value is None or isinstance(value, list) else [value]
+
+
+def _rewrite_one(arg: str, parser: OverridesParser) -> str:
+    if arg.startswith("-") or "=" not in arg:
+        return arg  # a Hydra flag (--cfg job) or a flag's value
+    key = arg.split("=", 1)[0].lstrip("+~")
+    if "@" in key or key not in SWEEP_AXES:
+        return arg
+    try:
+        override = parser.parse_override(arg)
+    except HydraException:
+        return arg  # Hydra reports its own parse error with the whole command line
+    if override.is_delete():
+        return arg
+    values = _axis_values(override)
+    if key == "domain_sets":
+        if values is None and isinstance(override.value(), list):
+            flat = override.value()
+            # [] keeps its meaning (every domain); [[a,b],[c]] is the list form; [a,b] is one set.
+            values = [flat] if flat and not any(isinstance(v, list) for v in flat) else None
+        if values is not None and not all(isinstance(v, list) for v in values):
+            raise ValueError(f"{arg}: {_DOMAIN_SETS_FIX}")
+    if values is None:
+        return arg
+    prefix = arg[: len(arg) - len(arg.lstrip("+"))]
+    return f"{prefix}{key}={Override._get_value_element_as_str(values)}"
+
+
+def rewrite_sweep_args(argv: Sequence[str]) -> List[str]:
+    """Sweep-axis overrides as Hydra list values; every other argument is returned unchanged.
+
+    ``budgets=0.25,0.5,1.0`` -> ``budgets=[0.25,0.5,1.0]``; ``budgets=0.5`` -> ``budgets=[0.5]``;
+    ``seeds=range(0,3)`` -> ``seeds=[0,1,2]``; ``domain_sets=[a,b],[c]`` -> ``domain_sets=[[a,b],[c]]``;
+    ``domain_sets=[a,b]`` -> ``domain_sets=[[a,b]]`` (one set). List values, ``null``, ``~key`` and the
+    ``+``/``++`` prefixes pass through. Raises ``ValueError`` for bare domain names and ``interval()``.
+    """
+    parser = OverridesParser.create()
+    return [_rewrite_one(arg, parser) for arg in argv]
+
+
+def run_hydra(task: Callable[[SweepConfig], object], argv: Optional[List[str]] = None) -> None:
+    """Run ``task(cfg)`` under ``@hydra.main`` with ``sweeps/config.yaml``, ``cfg`` being a real ``SweepConfig``.
+
+    Rewrites ``sys.argv`` first (see ``rewrite_sweep_args``), so ``python -m orchestrator.sweep
+    budgets=0.25,0.5,1.0`` works. ``argv`` defaults to ``sys.argv[1:]``.
+    """
+    import hydra
+
+    from orchestrator.config_store import CONFIG_NAME, SWEEPS_DIR, VERSION_BASE, register_configs, to_sweep_config
+
+    try:
+        sys.argv[1:] = rewrite_sweep_args(sys.argv[1:] if argv is None else argv)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
+    register_configs()
+
+    @hydra.main(config_path=str(SWEEPS_DIR), config_name=CONFIG_NAME, version_base=VERSION_BASE)
+    def _main(cfg) -> None:
+        task(to_sweep_config(cfg))
+
+    _main()
+
+
+def dry_run(cfg: SweepConfig) -> None:
+    """Print the trials and the validation result; local resources stand in for the cluster's."""
+    from orchestrator.config import expand_trials, trial_name
+    from orchestrator.validate import SweepConfigError, local_resources, validate
+
+    trials = expand_trials(cfg)
+    print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in trials]}))
+    try:
+        validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
+    except SweepConfigError as err:
+        print(err, file=sys.stderr)
+        sys.exit(2)
+    print(f"ok: {len(trials)} trial(s) valid", file=sys.stderr)
+
+
+# A dry run leaves nothing behind: no Hydra output directory, no log file.
+_DRY_RUN_HYDRA = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+                  "hydra/hydra_logging=disabled"]
+
+if __name__ == "__main__":
+    run_hydra(dry_run, _DRY_RUN_HYDRA + sys.argv[1:])

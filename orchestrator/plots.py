@@ -1,0 +1,208 @@
+"""Pareto report of a finished sweep: PNGs (params, MACs), an interactive HTML page and a CSV.
+
+Input is plain trial records (dicts) with the keys in ``FIELDS``; a failed trial may carry None metrics and
+then only appears in the CSV. Fronts are per group (domain set x backbone): costs of different backbones or
+domain sets are not comparable. Costs are ratios to the single-domain backbone, so 1.0 marks its size.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
+
+from matplotlib.figure import Figure
+
+from orchestrator.pareto import group_points, is_optimal_by_group, pareto_front
+
+FIELDS = (
+    "run_id", "domain_set", "backbone", "sharing", "budget",
+    "acc_mean", "params_total", "params_ratio", "macs_mean", "macs_ratio",
+)
+ACCURACY = "acc_mean"
+# cost name -> (record key, axis label)
+COSTS = {
+    "params": ("params_ratio", "parameters (ratio to the single-domain backbone, ×)"),
+    "macs": ("macs_ratio", "mean MACs per image (ratio to the single-domain backbone, ×)"),
+}
+COST_NAMES = {"params": "parameters", "macs": "MACs"}
+ACC_LABEL = "mean top-1 accuracy over domains (%)"
+# Fixed colours per sharing loss, so every plot of every sweep reads the same.
+SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c"}
+_EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def group_key(record: Mapping[str, Any]) -> Tuple[str, str]:
+    return (str(record["domain_set"]), str(record["backbone"]))
+
+
+def _color(sharing: str) -> str:
+    if sharing in SHARING_COLORS:
+        return SHARING_COLORS[sharing]
+    return _EXTRA_COLORS[sum(map(ord, str(sharing))) % len(_EXTRA_COLORS)]  # stable across runs, unlike hash()
+
+
+def _sharing_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    """METHOD 3's order (none, int, union, jaccard), then any other name alphabetically."""
+    names = {str(r["sharing"]) for r in records}
+    known = [n for n in SHARING_COLORS if n in names]
+    return known + sorted(names - set(known))
+
+
+def _complete(record: Mapping[str, Any], cost_key: str) -> bool:
+    values = (record.get(ACCURACY), record.get(cost_key))
+    return all(v is not None and not math.isnan(float(v)) for v in values)
+
+
+def _label(record: Mapping[str, Any]) -> str:
+    return f"β={float(record['budget']):g} {record['sharing']}"
+
+
+def pareto_table(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """Records with ``pareto_params`` / ``pareto_macs`` flags, sorted by group, then params ratio, then run id."""
+    rows = [dict(r) for r in records]
+    for cost, (key, _) in COSTS.items():
+        for row, flag in zip(rows, is_optimal_by_group(rows, group_key, ACCURACY, key)):
+            row[f"pareto_{cost}"] = flag
+    missing = math.inf
+    rows.sort(key=lambda r: (group_key(r), r.get("params_ratio") if r.get("params_ratio") is not None else missing,
+                             str(r.get("run_id"))))
+    return rows
+
+
+def write_csv(records: Sequence[Mapping[str, Any]], path: str) -> str:
+    """``pareto_table(records)`` as CSV: ``FIELDS``, the two flags, then any extra keys (sorted)."""
+    rows = pareto_table(records)
+    flags = [f"pareto_{cost}" for cost in COSTS]
+    extra = sorted({k for r in rows for k in r} - set(FIELDS) - set(flags))
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=[*FIELDS, *flags, *extra], restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def _overlap(a: Tuple[float, ...], b: Tuple[float, ...]) -> float:
+    """Intersection area of two (x0, y0, x1, y1) boxes."""
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+
+
+def _annotate_front(ax: Any, front: Sequence[Mapping[str, Any]], cost_key: str, fontsize: float = 8) -> None:
+    """Label each front point at the first nearby spot whose text box covers no earlier label or front marker.
+
+    Greedy, in pixels: enough for the tens of front points a sweep has, without a layout dependency.
+    """
+    px = ax.figure.dpi / 72.0  # pixels per point
+    centres = [ax.transData.transform((r[cost_key], r[ACCURACY])) for r in front]
+    marker = 6 * px
+    placed: List[Tuple[float, ...]] = [(x - marker, y - marker, x + marker, y + marker) for x, y in centres]
+    for r, (x, y) in zip(front, centres):
+        text = _label(r)
+        w, h = 0.6 * fontsize * len(text), 1.3 * fontsize  # points
+        candidates = [(6, 4), (6, -h - 4), (-w - 6, 4), (-w - 6, -h - 4), (6, h + 8), (6, -2 * h - 8)]
+        boxes = [(x + dx * px, y + dy * px, x + (dx + w) * px, y + (dy + h) * px) for dx, dy in candidates]
+        best = min(range(len(boxes)), key=lambda i: (sum(_overlap(boxes[i], b) for b in placed), i))
+        placed.append(boxes[best])
+        ax.annotate(text, (r[cost_key], r[ACCURACY]), xytext=candidates[best], textcoords="offset points",
+                    fontsize=fontsize, va="bottom", zorder=5,
+                    bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
+
+
+def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
+    """One panel per group: every trial coloured by sharing loss, the front as a labelled staircase."""
+    cost_key, cost_label = COSTS[cost]
+    groups = group_points([r for r in records if _complete(r, cost_key)], group_key)
+    fronts = []
+    ncols = max(1, min(3, len(groups)))
+    nrows = max(1, math.ceil(len(groups) / ncols))
+    fig = Figure(figsize=(7.2 * ncols, 5.0 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    fig.suptitle(f"Pareto front: mean accuracy vs {COST_NAMES[cost]} (up and left is better)", fontsize=12)
+    for ax, ((domain_set, backbone), members) in zip(axes, groups.items()):
+        for sharing in _sharing_order(members):
+            pts = [r for r in members if str(r["sharing"]) == sharing]
+            ax.scatter([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], s=36, color=_color(sharing),
+                       alpha=0.75, label=f"sharing: {sharing}", zorder=3)
+        front = pareto_front(members, ACCURACY, cost_key)
+        ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
+                lw=1.2, zorder=2, label="Pareto front")
+        ax.scatter([r[cost_key] for r in front], [r[ACCURACY] for r in front], s=90, facecolors="none",
+                   edgecolors="black", lw=1.4, zorder=4)
+        ax.axvline(1.0, color="tab:red", ls="--", lw=1, label="single-domain backbone (1.0×)", zorder=1)
+        ax.set_xlim(left=0, right=max(1.1, 1.1 * max(r[cost_key] for r in members)))
+        ax.set_title(f"domains: {domain_set} | backbone: {backbone}", fontsize=10)
+        ax.set_xlabel(cost_label)
+        ax.set_ylabel(ACC_LABEL)
+        ax.margins(y=0.1)  # room for the top label
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=8, loc="best")
+        fronts.append((ax, front, cost_key))
+    for ax in axes[len(groups):]:
+        ax.set_axis_off()
+    if not groups:
+        axes[0].text(0.5, 0.5, "no completed trial", ha="center", va="center", transform=axes[0].transAxes)
+    fig.draw_without_rendering()  # final layout, so data -> pixel transforms are the saved ones
+    for ax, front, cost_key in fronts:
+        _annotate_front(ax, front, cost_key)
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs: Any = True) -> str:
+    """Interactive version: rows params / MACs, one column per group, hover shows the run and its numbers.
+
+    ``include_plotlyjs=True`` embeds plotly.js (~4 MB) so the page opens offline, e.g. as an MLflow artifact.
+    """
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    groups = group_points(records, group_key)
+    keys = list(groups) or [("none", "none")]
+    fig = make_subplots(
+        rows=len(COSTS), cols=len(keys), shared_yaxes=True,
+        subplot_titles=[f"{cost}: {ds} | {bb}" for cost in COSTS for ds, bb in keys],
+    )
+    shown = set()
+    hover = ("run %{customdata[0]}<br>β=%{customdata[1]} sharing=%{customdata[2]}<br>acc_mean=%{y:.2f}%"
+             "<br>params=%{customdata[3]:,} MACs=%{customdata[4]:,.0f}<br>ratio=%{x:.3f}<extra></extra>")
+    for row, (cost, (cost_key, cost_label)) in enumerate(COSTS.items(), start=1):
+        for col, key in enumerate(keys, start=1):
+            members = [r for r in groups.get(key, []) if _complete(r, cost_key)]
+            for sharing in _sharing_order(members):
+                pts = [r for r in members if str(r["sharing"]) == sharing]
+                fig.add_trace(go.Scatter(
+                    x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
+                    marker=dict(color=_color(sharing), size=9), name=f"sharing: {sharing}", legendgroup=sharing,
+                    showlegend=sharing not in shown, hovertemplate=hover,
+                    customdata=[[r.get("run_id"), r.get("budget"), sharing, r.get("params_total") or 0,
+                                 r.get("macs_mean") or 0] for r in pts],
+                ), row=row, col=col)
+                shown.add(sharing)
+            front = pareto_front(members, ACCURACY, cost_key)
+            fig.add_trace(go.Scatter(
+                x=[r[cost_key] for r in front], y=[r[ACCURACY] for r in front], mode="lines+text",
+                line=dict(color="black", shape="hv", width=1.5), text=[_label(r) for r in front],
+                textposition="top left", name="Pareto front", legendgroup="front", showlegend="front" not in shown,
+                hoverinfo="skip",
+            ), row=row, col=col)
+            shown.add("front")
+            fig.add_vline(x=1.0, line_dash="dash", line_color="red", row=row, col=col)
+            fig.update_xaxes(title_text=cost_label, rangemode="tozero", row=row, col=col)
+        fig.update_yaxes(title_text=ACC_LABEL, row=row, col=1)
+    fig.update_layout(title="Pareto front: accuracy vs cost (red dashed line: single-domain backbone, 1.0×)",
+                      height=450 * len(COSTS), width=max(700, 520 * len(keys)), template="plotly_white")
+    fig.write_html(path, include_plotlyjs=include_plotlyjs)
+    return path
+
+
+def write_pareto_report(records: Sequence[Mapping[str, Any]], out_dir: str,
+                        include_plotlyjs: Optional[Any] = True) -> Dict[str, str]:
+    """Write ``pareto_params.png``, ``pareto_macs.png``, ``pareto.html`` and ``pareto.csv``; return name -> path."""
+    os.makedirs(out_dir, exist_ok=True)
+    paths = {}
+    for cost in COSTS:
+        paths[f"pareto_{cost}.png"] = plot_png(records, cost, os.path.join(out_dir, f"pareto_{cost}.png"))
+    paths["pareto.html"] = plot_html(records, os.path.join(out_dir, "pareto.html"), include_plotlyjs)
+    paths["pareto.csv"] = write_csv(records, os.path.join(out_dir, "pareto.csv"))
+    return paths

@@ -1,0 +1,199 @@
+"""Up-front checks of a whole sweep, so a bad grid fails in the driver before any trial is scheduled.
+
+Every problem is collected and reported at once (fixing one error per cluster submission is slow); each line
+names the key, the bad value and the fix. The checks are cheap (no image is read): the trials' own data
+loading still validates file contents.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Dict, List, Optional, Sequence
+
+from bap.config import BACKBONES, SHARING_LOSSES
+from orchestrator.config import SCHEDULERS, SweepConfig, expand_trials, trial_config
+
+_ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
+
+
+class SweepConfigError(ValueError):
+    """All problems of a sweep config; ``errors`` holds one message per problem."""
+
+    def __init__(self, errors: Sequence[str]) -> None:
+        self.errors = list(errors)
+        super().__init__("invalid sweep config:\n" + "\n".join(f"  - {e}" for e in self.errors))
+
+
+def local_resources() -> Dict[str, float]:
+    """What a local Ray would offer (``ray.cluster_resources()`` without starting Ray)."""
+    import torch
+
+    return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
+
+
+def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
+    for key in ("budgets", "backbones", "sharing", "seeds"):
+        values = getattr(cfg, key)
+        if values is not None and len(values) == 0:
+            errors.append(f"{key}=[] sweeps nothing; give at least one value, or null to use the fixed value")
+        elif values is not None and len(set(values)) != len(values):
+            errors.append(f"{key}={list(values)} repeats a value; list each value once")
+    for beta in cfg.budgets or []:
+        if not (isinstance(beta, (int, float)) and 0.0 < beta <= 1.0):
+            errors.append(f"budgets has {beta}, outside (0, 1]; budgets are fractions of the backbone, 1.0 = unpruned")
+    unknown = sorted({b for b in cfg.backbones or [] if b not in BACKBONES})
+    if unknown:
+        errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(BACKBONES)}")
+    unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_LOSSES})
+    if unknown:
+        errors.append(
+            f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_LOSSES)}"
+        )
+    backbones = cfg.backbones or [cfg.model.backbone]
+    if cfg.model.weights and len(backbones) > 1 and "{backbone}" not in cfg.model.weights:
+        errors.append(
+            f"model.weights={cfg.model.weights} is one file for backbones {backbones}; "
+            "put {backbone} in the path, e.g. model.weights=weights/{backbone}.pt"
+        )
+
+
+def _domain_sets(cfg: SweepConfig) -> List[Optional[List[str]]]:
+    return [list(s) for s in cfg.domain_sets] if cfg.domain_sets else [cfg.data.domains]
+
+
+def _check_domains(cfg: SweepConfig, errors: List[str]) -> List[str]:
+    """Checks every named domain against the data set; returns the domains the sweep uses."""
+    for i, domains in enumerate(cfg.domain_sets or []):
+        if not domains:
+            errors.append(f"domain_sets[{i}]=[] names no domain; remove it, or leave domain_sets unset for all")
+        elif len(set(domains)) != len(domains):
+            errors.append(f"domain_sets[{i}]={list(domains)} repeats a domain; list each domain once")
+    try:
+        from bap.data import list_domains
+    except ImportError as err:
+        errors.append(f"cannot check domains: bap.data.list_domains is unavailable ({err})")
+        return []
+    known = list_domains(cfg.data)
+    used: List[str] = []
+    for domains in _domain_sets(cfg):
+        used.extend(d for d in (known if domains is None else domains) if d not in used)
+    unknown = [d for d in used if d not in known]
+    if cfg.data.name == "imagenet_sketch" and cfg.data.root:
+        # bap.data accepts any extra ImageFolder domain that exists on disk.
+        unknown = [d for d in unknown if not os.path.isdir(os.path.join(cfg.data.root, d, "train"))]
+    if unknown:
+        key = "domain_sets" if cfg.domain_sets else "data.domains"
+        errors.append(
+            f"{key} has unknown {cfg.data.name} domain(s) {', '.join(map(repr, unknown))}; known: {', '.join(known)}"
+        )
+    return [d for d in used if d not in unknown]
+
+
+def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> None:
+    data = cfg.data
+    env = {"decathlon": "BAP_DECATHLON_ROOT", "imagenet_sketch": "BAP_SKETCH_ROOT"}.get(data.name)
+    if env and not os.path.isdir(str(data.root)):
+        errors.append(
+            f"data.root={data.root} does not exist; point data.root (or ${env}) at the {data.name} directory"
+        )
+    elif data.name == "decathlon":
+        # METHOD 7's devkit tree; the trial parses the JSON, here we only look for the files.
+        for domain in domains:
+            for split in ("train", "val"):
+                path = os.path.join(data.root, "annotations", f"{domain}_{split}.json")
+                if not os.path.isfile(path):
+                    errors.append(
+                        f"{path} (domain {domain!r}) is missing; extract the Decathlon devkit under data.root"
+                    )
+    elif data.name == "imagenet_sketch":
+        for domain in domains:
+            for split in ("train", "test"):
+                path = os.path.join(data.root, domain, split)
+                if not os.path.isdir(path):
+                    errors.append(f"{path} (domain {domain!r}) is missing; create {path}/<class>/<images>")
+    backbones = cfg.backbones or [cfg.model.backbone]
+    for path in sorted({cfg.model.weights.replace("{backbone}", b) for b in backbones} if cfg.model.weights else ()):
+        if not os.path.isfile(path):
+            errors.append(
+                f"model.weights file {path} does not exist; train one with the pretrain entry point, "
+                "fix the path, or set model.weights=null for a randomly initialised backbone"
+            )
+
+
+def _check_trials(cfg: SweepConfig, errors: List[str]) -> None:
+    """Builds each trial's ExperimentConfig, so bap.config's own checks run here and not in a worker."""
+    seen = set()
+    for params in expand_trials(cfg):
+        try:
+            trial_config(cfg, params)
+        except (ValueError, TypeError) as err:
+            if str(err) not in seen:
+                seen.add(str(err))
+                errors.append(f"trial {params}: {err}")
+
+
+def _check_ray(cfg: SweepConfig, resources: Optional[Dict[str, float]], errors: List[str]) -> None:
+    ray = cfg.ray
+    for key, value in (("cpus_per_trial", ray.cpus_per_trial), ("gpus_per_trial", ray.gpus_per_trial)):
+        if not (value >= 0 and math.isfinite(value)):
+            errors.append(f"ray.{key}={value} must be >= 0")
+        elif value > 1 and value != int(value):
+            errors.append(
+                f"ray.{key}={value}: Ray takes fractions only below 1; use {math.ceil(value)} or a fraction < 1"
+            )
+    if not ray.cpus_per_trial > 0:
+        errors.append(f"ray.cpus_per_trial={ray.cpus_per_trial} leaves a trial no CPU to run on; use 1 or more")
+    if ray.max_concurrent_trials is not None and ray.max_concurrent_trials < 1:
+        errors.append(f"ray.max_concurrent_trials={ray.max_concurrent_trials} must be >= 1, or null for no limit")
+    if ray.max_failures < -1:
+        errors.append(f"ray.max_failures={ray.max_failures} must be >= 0, or -1 to retry forever")
+    if cfg.train.device == "cuda" and ray.gpus_per_trial == 0:
+        errors.append("train.device=cuda but ray.gpus_per_trial=0, so trials see no GPU; set ray.gpus_per_trial=1 "
+                      "(or a fraction) or train.device=auto")
+    if resources is None:
+        return
+    for key, resource in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
+        need, have = getattr(ray, key), float(resources.get(resource, 0.0))
+        if need > have:
+            errors.append(
+                f"ray.{key}={need:g} but the cluster has {have:g} {resource}(s), so no trial could start; "
+                f"set ray.{key}<={have:g} or {_ADDRESS_FIX}"
+            )
+
+
+def _check_scheduler(cfg: SweepConfig, errors: List[str]) -> None:
+    s = cfg.scheduler
+    if s.name not in SCHEDULERS:
+        errors.append(f"scheduler.name={s.name!r} is not supported; use scheduler=none or scheduler=asha")
+    if s.mode not in ("max", "min"):
+        errors.append(f"scheduler.mode={s.mode!r} must be max or min")
+    if s.name != "asha":
+        return
+    max_t = s.max_t if s.max_t is not None else cfg.train.epochs
+    if not 1 <= s.grace_period <= max_t:
+        errors.append(f"scheduler.grace_period={s.grace_period} must be in [1, max_t={max_t}] epochs")
+    if not s.reduction_factor > 1:
+        errors.append(f"scheduler.reduction_factor={s.reduction_factor} must be > 1 (2 halves the trials per rung)")
+
+
+def validate(cfg: SweepConfig, cluster_resources: Optional[Dict[str, float]] = None) -> None:
+    """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of ``cfg``; return None if sound.
+
+    ``cluster_resources`` is ``ray.cluster_resources()`` (or ``local_resources()``); None skips the check that
+    the cluster can place one trial.
+    """
+    errors: List[str] = []
+    if not str(cfg.experiment).strip():
+        errors.append("experiment is empty; name the MLflow experiment, e.g. experiment=vd_resnet26")
+    if not str(cfg.mlflow.tracking_uri).strip():
+        errors.append("mlflow.tracking_uri is empty; unset it for sqlite:///mlflow.db or set MLFLOW_TRACKING_URI")
+    _check_axes(cfg, errors)
+    domains = _check_domains(cfg, errors)
+    _check_paths(cfg, domains, errors)
+    if not errors:  # every trial would repeat an axis error above
+        _check_trials(cfg, errors)
+    _check_ray(cfg, cluster_resources, errors)
+    _check_scheduler(cfg, errors)
+    if errors:
+        raise SweepConfigError(errors)

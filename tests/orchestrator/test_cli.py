@@ -1,0 +1,79 @@
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra.errors import ConfigCompositionException
+
+from orchestrator.cli import rewrite_sweep_args
+from orchestrator.config import expand_trials
+from orchestrator.config_store import compose_sweep_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize(
+    "arg, expected",
+    [
+        ("budgets=0.25,0.5,1.0", "budgets=[0.25,0.5,1.0]"),
+        ("budgets=[0.25,0.5,1.0]", "budgets=[0.25,0.5,1.0]"),
+        ("budgets=0.5", "budgets=[0.5]"),
+        ("seeds=range(0,3)", "seeds=[0,1,2]"),
+        ("sharing=none,jaccard", "sharing=[none,jaccard]"),
+        ("backbones=resnet26", "backbones=[resnet26]"),
+        ("++budgets=0.25,1.0", "++budgets=[0.25,1.0]"),
+        ("+seeds=1,2", "+seeds=[1,2]"),
+        ("domain_sets=[[dtd,svhn],[gtsrb]]", "domain_sets=[[dtd,svhn],[gtsrb]]"),
+        ("domain_sets=[dtd,svhn],[gtsrb]", "domain_sets=[[dtd,svhn],[gtsrb]]"),
+        ("domain_sets=[dtd,vgg-flowers]", "domain_sets=[[dtd,vgg-flowers]]"),
+        ("domain_sets=[]", "domain_sets=[]"),
+        ("budgets=null", "budgets=null"),
+        ("~budgets", "~budgets"),
+    ],
+)
+def test_rewrite_axis_args(arg, expected):
+    assert rewrite_sweep_args([arg]) == [expected]
+
+
+def test_other_args_are_untouched():
+    argv = ["train.epochs=3", "budget.budget=0.5", "data.domains=[dtd,svhn]", "hydra.sweeper.params=a,b", "--cfg",
+            "job", "-m", "preset=smoke", "ray.address=ray://head:10001", "model.budgets=1,2"]
+    assert rewrite_sweep_args(argv) == argv
+
+
+@pytest.mark.parametrize("arg", ["domain_sets=dtd,svhn", "domain_sets=dtd", "budgets=interval(0,1)"])
+def test_ambiguous_axis_values_are_refused_with_the_fix(arg):
+    with pytest.raises(ValueError, match=r"domain_sets=\[dtd,svhn\]|list the values"):
+        rewrite_sweep_args([arg])
+
+
+def test_hydra_alone_rejects_the_comma_form():
+    # Why the rewrite exists: without --multirun Hydra refuses a sweep value.
+    with pytest.raises(ConfigCompositionException, match="Ambiguous value for argument"):
+        compose_sweep_config(["budgets=0.25,0.5,1.0"])
+    assert compose_sweep_config(rewrite_sweep_args(["budgets=0.25,0.5,1.0"])).budgets == [0.25, 0.5, 1.0]
+
+
+def test_rewritten_axes_compose_into_the_grid():
+    cfg = compose_sweep_config(rewrite_sweep_args(
+        ["domain_sets=[digits,faces],[scenes]", "sharing=none,jaccard", "seeds=range(0,2)", "budgets=1.0"]))
+    assert cfg.domain_sets == [["digits", "faces"], ["scenes"]]
+    assert len(expand_trials(cfg)) == 2 * 2 * 2
+
+
+def test_exact_command_line_through_hydra_main(tmp_path):
+    """`python -m orchestrator.cli` runs the real @hydra.main wrapper that orchestrator.sweep uses."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("MLFLOW_TRACKING_URI", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "budgets=0.25,0.5,1.0", "preset=smoke", "sharing=none,jaccard"],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert sorted({t["budget"] for t in out["trials"]}) == [0.25, 0.5, 1.0]
+    assert len(out["trials"]) == 6 and out["experiment"] == "smoke"
+    assert "ok: 6 trial(s) valid" in proc.stderr
+    assert list(tmp_path.iterdir()) == []  # the dry run leaves no Hydra output dir behind

@@ -1,0 +1,108 @@
+import dataclasses
+import os
+
+import pytest
+
+from bap.config import ExperimentConfig
+from orchestrator.config import (
+    SchedulerConfig, SweepConfig, domain_set_name, expand_trials, resolve_paths, sweep_axes, trial_config, trial_name,
+)
+from orchestrator.config_store import compose_sweep_config
+
+
+@pytest.mark.parametrize("preset", ["smoke", "vd_resnet26", "sketch_resnet50"])
+def test_every_preset_composes_into_the_dataclasses(preset):
+    cfg = compose_sweep_config([f"preset={preset}"])
+    assert type(cfg) is SweepConfig
+    assert type(cfg.scheduler) is SchedulerConfig
+    assert cfg.experiment == preset
+    for params in expand_trials(cfg):
+        assert isinstance(trial_config(cfg, params), ExperimentConfig)
+
+
+def test_smoke_preset_is_a_fast_cpu_sweep():
+    cfg = compose_sweep_config(["preset=smoke"])
+    assert cfg.model.width == 0.25 and cfg.data.name == "embedded" and cfg.data.image_size == 32
+    assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size, cfg.train.device) == (3, 20, 32, "cpu")
+    assert sorted(cfg.budgets) == [0.25, 0.5, 1.0]
+    assert len(expand_trials(cfg)) == 3
+
+
+def test_paper_presets_sweep_the_papers_grid():
+    vd = compose_sweep_config(["preset=vd_resnet26"])
+    assert (vd.model.backbone, vd.data.name) == ("resnet26", "decathlon")
+    assert vd.budgets == [1.0, 0.75, 0.5, 0.25] and vd.sharing == ["none", "int", "union", "jaccard"]
+    assert len(expand_trials(vd)) == 16
+    sketch = compose_sweep_config(["preset=sketch_resnet50"])
+    assert (sketch.model.backbone, sketch.data.name, sketch.ray.gpus_per_trial) == ("resnet50", "imagenet_sketch", 1.0)
+
+
+def test_command_line_overrides_a_preset():
+    cfg = compose_sweep_config(["preset=smoke", "experiment=mine", "train.epochs=1", "budgets=[0.5]",
+                                "scheduler=asha", "ray.address=auto"])
+    assert (cfg.experiment, cfg.train.epochs, cfg.budgets, cfg.scheduler.name, cfg.ray.address) == (
+        "mine", 1, [0.5], "asha", "auto")
+
+
+def test_data_root_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv("BAP_DECATHLON_ROOT", "/datasets/vd")
+    assert compose_sweep_config(["data=decathlon"]).data.root == "/datasets/vd"
+
+
+def test_tracking_uri_defaults(monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    assert compose_sweep_config().mlflow.tracking_uri == "sqlite:///mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow:5000")
+    assert SweepConfig().mlflow.tracking_uri == "http://mlflow:5000"
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [("trian.epochs=3", "trian"), ("backbone=resnet99", "resnet99"), ("train.epochs=many", "epochs"),
+     ("model.backbone=vgg", "model.backbone='vgg'"), ("budgets=0.5", "budgets")],
+)
+def test_bad_values_fail_at_composition(override, match):
+    with pytest.raises(Exception, match=match):
+        compose_sweep_config([override])
+
+
+def test_axes_default_to_the_fixed_values():
+    cfg = SweepConfig()
+    assert sweep_axes(cfg) == {"backbone": ["resnet26"], "domains": [None], "sharing": ["jaccard"], "budget": [1.0],
+                               "seed": [0]}
+
+
+def test_expand_trials_is_the_ordered_product():
+    cfg = SweepConfig(budgets=[0.5, 1.0], sharing=["none", "jaccard"], seeds=[0, 1], domain_sets=[["a", "b"], ["c"]])
+    trials = expand_trials(cfg)
+    assert len(trials) == 2 * 2 * 2 * 2
+    assert trials[0] == {"backbone": "resnet26", "domains": ["a", "b"], "sharing": "none", "budget": 0.5, "seed": 0}
+    assert trials[1]["seed"] == 1 and trials[2]["budget"] == 1.0
+    assert len({trial_name(t) for t in trials}) == len(trials)
+
+
+def test_trial_config_applies_the_axis_values():
+    cfg = SweepConfig(sharing_weight="learnable")
+    cfg.model.weights = "w/{backbone}.pt"
+    exp = trial_config(cfg, {"backbone": "resnet50", "domains": ["dtd"], "sharing": "int", "budget": 0.25, "seed": 3})
+    assert (exp.model.backbone, exp.model.weights, exp.data.domains) == ("resnet50", "w/resnet50.pt", ["dtd"])
+    assert (exp.sharing.loss, exp.sharing.learnable, exp.budget.budget, exp.train.seed) == ("int", True, 0.25, 3)
+    assert cfg.model.backbone == "resnet26"  # the sweep config is not modified
+    with pytest.raises(ValueError, match="budget.budget=1.5"):
+        trial_config(cfg, {"backbone": "resnet26", "domains": None, "sharing": "int", "budget": 1.5, "seed": 0})
+
+
+def test_domain_set_name():
+    assert domain_set_name(None) == "all" and domain_set_name(["dtd", "svhn"]) == "dtd+svhn"
+
+
+def test_resolve_paths_makes_local_paths_absolute(tmp_path):
+    cfg = SweepConfig()
+    cfg.data = dataclasses.replace(cfg.data, name="decathlon", root="data/vd")
+    cfg.mlflow.tracking_uri = "sqlite:///mlflow.db"
+    cfg.ray.storage_path = "s3://bucket/ray"
+    out = resolve_paths(cfg, str(tmp_path))
+    assert out.data.root == os.path.join(str(tmp_path), "data/vd")
+    assert out.mlflow.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
+    assert out.ray.storage_path == "s3://bucket/ray" and out.model.weights is None
+    assert cfg.data.root == "data/vd"

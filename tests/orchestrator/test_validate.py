@@ -1,0 +1,166 @@
+import dataclasses
+
+import pytest
+
+from orchestrator.config import SweepConfig
+from orchestrator.config_store import compose_sweep_config
+from orchestrator.validate import SweepConfigError, validate
+
+list_domains = pytest.importorskip("bap.data").list_domains  # domain checks need bap.data
+CPU2 = {"CPU": 2.0, "GPU": 0.0}
+
+
+def errors_of(cfg, resources=None):
+    with pytest.raises(SweepConfigError) as info:
+        validate(cfg, resources)
+    return info.value.errors
+
+
+def sweep(**changes):
+    cfg = SweepConfig(**changes)
+    cfg.mlflow.tracking_uri = "sqlite:///mlflow.db"
+    return cfg
+
+
+def with_data(cfg, **changes):
+    cfg.data = dataclasses.replace(cfg.data, **changes)
+    return cfg
+
+
+def test_presets_and_defaults_are_valid():
+    validate(sweep(), CPU2)
+    validate(compose_sweep_config(["preset=smoke"]), CPU2)
+    validate(compose_sweep_config(["budgets=[0.25,0.5]", "domain_sets=[[digits,faces],[scenes]]"]), CPU2)
+
+
+def test_error_is_a_value_error_listing_every_problem():
+    cfg = sweep(budgets=[0.0, 1.5], backbones=["vgg"], sharing=["jacard"])
+    with pytest.raises(ValueError) as info:
+        validate(cfg)
+    text = str(info.value)
+    for fragment in ("budgets has 0.0", "budgets has 1.5", "'vgg'", "'jacard'"):
+        assert fragment in text
+
+
+def test_budget_outside_unit_interval():
+    [error] = errors_of(sweep(budgets=[0.5, 1.01]))
+    assert "budgets has 1.01, outside (0, 1]" in error
+
+
+def test_unknown_backbone_lists_the_known():
+    [error] = errors_of(sweep(backbones=["resnet26", "resnet18"]))
+    assert "backbones has unknown 'resnet18'; known: resnet26, resnet50" in error
+
+
+def test_unknown_sharing_loss_lists_the_known():
+    [error] = errors_of(sweep(sharing=["jaccard", "dice"]))
+    assert "'dice'" in error and "none, int, union, jaccard" in error
+
+
+def test_unknown_domain_lists_the_known():
+    [error] = errors_of(sweep(domain_sets=[["digits", "letters"]]))
+    assert "domain_sets has unknown embedded domain(s) 'letters'" in error
+    assert all(d in error for d in list_domains(SweepConfig().data))
+    [error] = errors_of(with_data(sweep(), domains=["cifar100"]))
+    assert error.startswith("data.domains has unknown embedded domain(s) 'cifar100'")
+
+
+def test_bad_domain_sets():
+    errors = errors_of(sweep(domain_sets=[[], ["digits", "digits"]]))
+    assert any("domain_sets[0]=[] names no domain" in e for e in errors)
+    assert any("domain_sets[1]=['digits', 'digits'] repeats a domain" in e for e in errors)
+
+
+@pytest.mark.parametrize("key", ["budgets", "backbones", "sharing", "seeds"])
+def test_empty_axis(key):
+    [error] = errors_of(sweep(**{key: []}))
+    assert error.startswith(f"{key}=[] sweeps nothing")
+
+
+def test_repeated_axis_value():
+    [error] = errors_of(sweep(seeds=[0, 1, 0]))
+    assert "seeds=[0, 1, 0] repeats a value" in error
+
+
+def test_missing_data_root(tmp_path):
+    missing = str(tmp_path / "nowhere")
+    [error] = errors_of(with_data(sweep(), name="decathlon", root=missing))
+    assert f"data.root={missing} does not exist" in error and "BAP_DECATHLON_ROOT" in error
+
+
+def test_missing_decathlon_annotation_names_the_file(tmp_path):
+    (tmp_path / "annotations").mkdir()
+    for split in ("train", "val"):
+        (tmp_path / "annotations" / f"dtd_{split}.json").write_text("{}")
+    (tmp_path / "annotations" / "svhn_train.json").write_text("{}")
+    [error] = errors_of(with_data(sweep(), name="decathlon", root=str(tmp_path), domains=["dtd", "svhn"]))
+    assert "svhn_val.json (domain 'svhn') is missing" in error
+
+
+def test_missing_sketch_split_and_extra_domain_on_disk(tmp_path):
+    (tmp_path / "flowers" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "train").mkdir(parents=True)
+    (tmp_path / "mine" / "test").mkdir(parents=True)
+    cfg = with_data(sweep(), name="imagenet_sketch", root=str(tmp_path), domains=["flowers", "mine"])
+    [error] = errors_of(cfg)  # `mine` is accepted: bap.data reads any ImageFolder domain on disk
+    assert "flowers/test (domain 'flowers') is missing" in error
+
+
+def test_missing_weights_and_one_file_for_several_backbones(tmp_path):
+    cfg = sweep(backbones=["resnet26", "resnet50"])
+    cfg.model.weights = str(tmp_path / "w.pt")
+    errors = errors_of(cfg)
+    assert any("put {backbone} in the path" in e for e in errors)
+    (tmp_path / "resnet26.pt").write_bytes(b"")
+    cfg.model.weights = str(tmp_path / "{backbone}.pt")
+    [error] = errors_of(cfg)
+    assert "resnet50.pt does not exist" in error
+
+
+def test_resources_the_cluster_cannot_satisfy():
+    cfg = sweep()
+    cfg.ray = dataclasses.replace(cfg.ray, cpus_per_trial=4, gpus_per_trial=0.5)
+    errors = errors_of(cfg, CPU2)
+    assert any(e.startswith("ray.cpus_per_trial=4 but the cluster has 2 CPU(s)") for e in errors)
+    assert any(e.startswith("ray.gpus_per_trial=0.5 but the cluster has 0 GPU(s)") for e in errors)
+    validate(cfg, {"CPU": 8.0, "GPU": 1.0})
+    validate(cfg)  # no resources given: nothing to compare against
+
+
+def test_ray_settings_ray_itself_would_reject():
+    cfg = sweep()
+    cfg.ray = dataclasses.replace(cfg.ray, cpus_per_trial=0, gpus_per_trial=1.5, max_concurrent_trials=0,
+                                  max_failures=-2)
+    errors = "\n".join(errors_of(cfg))
+    for key in ("cpus_per_trial=0", "gpus_per_trial=1.5", "max_concurrent_trials=0", "max_failures=-2"):
+        assert f"ray.{key}" in errors
+
+
+def test_cuda_device_needs_gpus_per_trial():
+    cfg = sweep()
+    cfg.train = dataclasses.replace(cfg.train, device="cuda")
+    [error] = errors_of(cfg)
+    assert error.startswith("train.device=cuda but ray.gpus_per_trial=0")
+
+
+def test_asha_settings():
+    cfg = sweep()
+    cfg.scheduler = dataclasses.replace(cfg.scheduler, name="asha", grace_period=20, reduction_factor=1)
+    errors = errors_of(cfg)
+    assert any("scheduler.grace_period=20 must be in [1, max_t=10]" in e for e in errors)
+    assert any("scheduler.reduction_factor=1" in e for e in errors)
+    cfg.scheduler.name = "hyperband"
+    assert any("scheduler=none or scheduler=asha" in e for e in errors_of(cfg))
+
+
+def test_bap_config_checks_run_for_every_trial():
+    [error] = errors_of(sweep(sharing_weight="lots"))
+    assert "sharing.weight='lots'" in error
+
+
+def test_empty_experiment_and_tracking_uri():
+    cfg = sweep(experiment=" ")
+    cfg.mlflow.tracking_uri = ""
+    errors = errors_of(cfg)
+    assert any(e.startswith("experiment is empty") for e in errors)
+    assert any(e.startswith("mlflow.tracking_uri is empty") for e in errors)
