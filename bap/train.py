@@ -13,7 +13,7 @@ from bap import metrics as M
 from bap.config import ExperimentConfig
 from bap.counting import count, reference_counts
 from bap.data import DomainData, build_domains
-from bap.engine.hooks import CallbackHook, CheckpointHook, EvalHook, Hook, LogHook, ProgressHook, evaluate
+from bap.engine.hooks import CallbackHook, CheckpointHook, CountHook, EvalHook, Hook, LogHook, ProgressHook, evaluate
 from bap.engine.trainer import Trainer, resolve_device
 from bap.losses import budget_usage, intersection_union, project_to_budget
 from bap.models import MultiDomainNet, build_model
@@ -52,7 +52,8 @@ def train(
 
     - ``domains``: prebuilt data (default: ``build_domains(cfg.data)``, which validates it first);
     - ``callback(metrics)``: called after every epoch with that epoch's metrics (losses, ``val/acc/<domain>``,
-      ``budget_usage/<domain>``, ``lambda/<domain>``, ``union_fraction``, and ``checkpoint`` if one was written);
+      ``budget_usage/<domain>``, ``lambda/<domain>``, ``union_fraction``, ``params_ratio``, ``macs_ratio``, and
+      ``checkpoint`` if one was written);
     - ``checkpoint_dir``: write ``checkpoint.pt`` there every epoch; with ``resume=True`` continue from it
       exactly (model, optimizers, multipliers, RNG state, epoch) when it exists;
     - ``progress``: show a progress bar; ``hooks``: more hooks, run after the built-in ones.
@@ -63,7 +64,7 @@ def train(
     model = build_for(cfg, domains)
     checkpointing = CheckpointHook(checkpoint_dir) if checkpoint_dir else None
     trainer = Trainer(model, domains, cfg, hooks=[
-        EvalHook(), checkpointing, CallbackHook(callback) if callback else None,
+        EvalHook(), CountHook(), checkpointing, CallbackHook(callback) if callback else None,
         ProgressHook() if progress else None, LogHook(), *hooks,
     ])
     if resume and checkpointing is not None and os.path.isfile(checkpointing.path):

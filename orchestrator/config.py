@@ -154,7 +154,9 @@ def resolve_paths(cfg: SweepConfig, base_dir: Optional[str] = None) -> SweepConf
         uri = absolute(uri)  # a bare path is a file store
     return dataclasses.replace(
         cfg,
-        model=dataclasses.replace(cfg.model, weights=absolute(cfg.model.weights)),
+        model=dataclasses.replace(
+            cfg.model, weights=cfg.model.weights if cfg.model.weights == "embedded" else absolute(cfg.model.weights)
+        ),
         data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)),
         ray=dataclasses.replace(cfg.ray, storage_path=absolute(cfg.ray.storage_path)),
         mlflow=dataclasses.replace(cfg.mlflow, tracking_uri=uri),

@@ -51,7 +51,13 @@ def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
             f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_LOSSES)}"
         )
     backbones = cfg.backbones or [cfg.model.backbone]
-    if cfg.model.weights and len(backbones) > 1 and "{backbone}" not in cfg.model.weights:
+    if cfg.model.weights == "embedded":
+        if cfg.data.name != "embedded":
+            errors.append(
+                f"model.weights=embedded pretrains on the embedded data's source domain, but data={cfg.data.name}; "
+                "give a local state-dict file (model.weights=/path/{backbone}.pt) or null"
+            )
+    elif cfg.model.weights and len(backbones) > 1 and "{backbone}" not in cfg.model.weights:
         errors.append(
             f"model.weights={cfg.model.weights} is one file for backbones {backbones}; "
             "put {backbone} in the path, e.g. model.weights=weights/{backbone}.pt"
@@ -113,7 +119,8 @@ def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> Non
                 if not os.path.isdir(path):
                     errors.append(f"{path} (domain {domain!r}) is missing; create {path}/<class>/<images>")
     backbones = cfg.backbones or [cfg.model.backbone]
-    for path in sorted({cfg.model.weights.replace("{backbone}", b) for b in backbones} if cfg.model.weights else ()):
+    files = cfg.model.weights not in (None, "embedded")
+    for path in sorted({cfg.model.weights.replace("{backbone}", b) for b in backbones} if files else ()):
         if not os.path.isfile(path):
             errors.append(
                 f"model.weights file {path} does not exist; train one with the pretrain entry point, "

@@ -62,6 +62,24 @@ class EvalHook(Hook):
         trainer.epoch_metrics["val/acc_mean"] = sum(acc.values()) / len(acc)
 
 
+class CountHook(Hook):
+    """Size of the model the current masks would materialize to, relative to the single-domain backbone.
+
+    Reported every epoch so a sweep shows trials moving along the accuracy-cost plane, not only where they end.
+    """
+
+    def after_epoch(self, trainer: "Trainer") -> None:
+        from bap.counting import count, reference_counts
+        from bap.prune import materialize
+
+        sizes = {name: d.input_size for name, d in trainer.domains.items()}
+        if not hasattr(self, "reference"):
+            self.reference = reference_counts(trainer.model, sizes)
+        counts = count(materialize(trainer.model), sizes)
+        trainer.epoch_metrics["params_ratio"] = counts.params / self.reference.params
+        trainer.epoch_metrics["macs_ratio"] = counts.macs_mean / self.reference.macs_mean
+
+
 class CheckpointHook(Hook):
     """Writes the full trainer state every epoch; atomically, so a crash mid-write keeps the last good one."""
 

@@ -1,0 +1,46 @@
+"""Pretrained backbones for a sweep, as bytes the driver ships to every worker.
+
+``model.weights=embedded`` pretrains the backbone on the embedded data's source domain once per
+(backbone, width, image size, seed) and caches it, so the default sweep starts from a real pretrained
+network without any download. A path (``{backbone}`` filled in per backbone) is read on the driver. Either way
+the bytes travel through Ray's object store: workers on other machines need no copy of the file.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from bap import PretrainConfig, pretrain
+from bap.data import build_source
+from orchestrator.config import SweepConfig, sweep_axes
+
+log = logging.getLogger(__name__)
+EMBEDDED = "embedded"
+CACHE_DIR = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
+
+
+def embedded_backbone_path(backbone: str, cfg: SweepConfig) -> str:
+    d = cfg.data
+    name = f"{backbone}_w{cfg.model.width:g}_px{d.image_size}_n{d.train_per_class}_seed{d.seed}.pt"
+    return os.path.join(CACHE_DIR, name)
+
+
+def backbone_weights(cfg: SweepConfig) -> dict[str, bytes]:
+    """backbone -> state-dict bytes for every backbone of the sweep ({} when no weights are configured)."""
+    if cfg.model.weights is None:
+        return {}
+    blobs = {}
+    for backbone in sweep_axes(cfg)["backbone"]:
+        if cfg.model.weights == EMBEDDED:
+            path = embedded_backbone_path(backbone, cfg)
+            if not os.path.isfile(path):
+                log.info("pretraining %s (width %g) on the embedded source domain -> %s", backbone,
+                         cfg.model.width, path)
+                pretrain(PretrainConfig(backbone=backbone, width=cfg.model.width, device=cfg.train.device),
+                         build_source(cfg.data), path)
+        else:
+            path = cfg.model.weights.replace("{backbone}", backbone)
+        with open(path, "rb") as f:
+            blobs[backbone] = f.read()
+    return blobs

@@ -1,0 +1,113 @@
+"""The Pareto report of an experiment, rebuilt from MLflow alone.
+
+    python -m orchestrator.report experiment=NAME            # every sweep of the experiment
+    python -m orchestrator.report experiment=NAME --sync     # first replay writes spooled while MLflow was down
+
+Used by the sweep driver too (after each finished trial and at the end), so the sweep's own plots and a
+report made days later come from the same code and the same records.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+import tempfile
+from typing import Any
+
+from mlflow.tracking import MlflowClient
+
+from bap import metrics as M
+from orchestrator.plots import pareto_table, write_pareto_report
+from orchestrator.tracking import PARETO_TAG, child_runs, client_for, sync_spools
+
+log = logging.getLogger(__name__)
+DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")
+
+
+def run_record(run: Any) -> dict[str, Any]:
+    """One trial as a plain record (the keys of ``orchestrator.plots.FIELDS``); None where a metric is missing."""
+    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    record = {
+        "run_id": run.info.run_id,
+        "domain_set": tags.get("domain_set", params.get("domain_set", "all")),
+        "backbone": tags.get("backbone", params.get("model.backbone")),
+        "sharing": tags.get("sharing", params.get("sharing_loss")),
+        "budget": float(tags.get("budget", params.get("budget", "nan"))),
+        "status": run.info.status,
+    }
+    for key in (M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO, M.DECATHLON_SCORE,
+                M.UNION_FRACTION, M.BUDGET_MET):
+        record[key] = metrics.get(key)
+    return record
+
+
+def collect_records(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> list[dict]:
+    """Finished trials (those with final pruned-model metrics) of one sweep, or of every sweep."""
+    records = [run_record(r) for r in child_runs(client, experiment_id, parent_run_id)]
+    return [r for r in records if r[M.PARAMS_TOTAL] is not None]
+
+
+def publish_front(client: MlflowClient, run_id: str, records: list[dict], experiment_id: str | None = None) -> list[dict]:
+    """Write the plots and CSV to ``run_id``'s artifacts and tag every trial ``pareto_optimal=true|false``."""
+    table = pareto_table(records)
+    with tempfile.TemporaryDirectory() as out:
+        for path in write_pareto_report(records, out).values():
+            client.log_artifact(run_id, path)
+    for row in table:
+        client.set_tag(row["run_id"], PARETO_TAG, str(bool(row["pareto_params"])).lower())
+    return table
+
+
+def format_table(table: list[dict]) -> str:
+    """A fixed-width summary: one line per trial, front members starred."""
+    head = f"{'':2}{'domain_set':<18}{'backbone':<10}{'sharing':<9}{'budget':>7}{'acc_mean':>10}" \
+           f"{'params_ratio':>14}{'macs_ratio':>12}"
+    lines = [head, "-" * len(head)]
+    for r in table:
+        def fmt(v, spec):
+            return format(v, spec) if v is not None and not (isinstance(v, float) and math.isnan(v)) else "-"
+        lines.append(f"{'*' if r.get('pareto_params') else '':2}{str(r['domain_set'])[:17]:<18}"
+                     f"{str(r['backbone']):<10}{str(r['sharing']):<9}{fmt(r['budget'], '>7g')}"
+                     f"{fmt(r['acc_mean'], '>10.2f')}{fmt(r['params_ratio'], '>14.3f')}{fmt(r['macs_ratio'], '>12.3f')}")
+    lines.append("* on the accuracy-vs-parameters Pareto front of its group (domain set x backbone)")
+    return "\n".join(lines)
+
+
+def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str = DEFAULT_SPOOL) -> list[dict]:
+    """Rebuild the front of every sweep in ``experiment`` from MLflow into a new ``report`` run there."""
+    if sync:
+        left = sync_spools(tracking_uri, os.path.abspath(spool_dir))
+        print(f"synced {len(left)} spooled run(s); {sum(left.values())} write(s) still pending")
+    client = client_for(tracking_uri)
+    experiment_obj = client.get_experiment_by_name(experiment)
+    if experiment_obj is None:
+        known = [e.name for e in client.search_experiments()]
+        raise SystemExit(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
+    records = collect_records(client, experiment_obj.experiment_id)
+    if not records:
+        raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
+    run = client.create_run(experiment_obj.experiment_id, run_name="pareto-report", tags={"bap.report": "true"})
+    table = publish_front(client, run.info.run_id, records)
+    client.set_terminated(run.info.run_id)
+    print(format_table(table))
+    print(f"plots and CSV: run {run.info.run_id} ({run.info.artifact_uri})")
+    return table
+
+
+def main(argv: list[str] | None = None) -> None:
+    from orchestrator.config import MlflowConfig
+
+    args = sys.argv[1:] if argv is None else argv
+    options = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
+    unknown = set(options) - {"experiment", "tracking_uri", "spool_dir"}
+    if "experiment" not in options or unknown:
+        raise SystemExit("usage: python -m orchestrator.report experiment=NAME [tracking_uri=URI] "
+                         "[spool_dir=DIR] [--sync]" + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
+    report(options["experiment"], options.get("tracking_uri") or MlflowConfig().tracking_uri, "--sync" in args,
+           options.get("spool_dir", DEFAULT_SPOOL))
+
+
+if __name__ == "__main__":
+    main()

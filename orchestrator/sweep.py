@@ -1,0 +1,164 @@
+"""``python -m orchestrator.sweep budgets=0.25,0.5,1.0``: a BAP sweep on Ray Tune, recorded in MLflow.
+
+Config -> validation (before Ray starts) -> pretrained backbone bytes -> one MLflow parent run -> a Tune grid
+over the sweep axes (one trial = ``orchestrator.trainable.run_trial``) -> the Pareto front, updated as trials
+finish and final at the end, logged to the parent run. ``resume=true`` restores the latest interrupted sweep
+of the experiment (``Tuner.restore``) under the same parent run; finished trials are not run again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import os
+import time
+
+import ray
+from ray import tune
+from ray.tune.schedulers import ASHAScheduler
+
+from orchestrator.config import SweepConfig, resolve_paths, sweep_axes, trial_name
+from orchestrator.pretrained import backbone_weights
+from orchestrator.report import collect_records, format_table, publish_front
+from orchestrator.tracking import SWEEP_TAG, Recorder, client_for, ensure_experiment, flatten
+from orchestrator.trainable import PROGRESS_METRICS, run_trial
+from orchestrator.validate import local_resources, validate
+
+log = logging.getLogger(__name__)
+PARENT_FILE = "mlflow_parent_run_id"
+
+
+class ParetoCallback(tune.Callback):
+    """Re-publishes the front to the parent run whenever a trial finishes, so a person watching MLflow sees it
+    grow; a failure here is logged, never allowed to stop the sweep."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+        self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+
+    def on_trial_complete(self, iteration, trials, trial, **info) -> None:
+        try:
+            client = client_for(self.tracking_uri)
+            records = collect_records(client, self.experiment_id, self.parent_run_id)
+            if records:
+                publish_front(client, self.parent_run_id, records)
+        except Exception as error:
+            log.warning("could not update the Pareto front in MLflow yet (%s); the final one is written at the end",
+                        error)
+
+
+def _sweep_dir(cfg: SweepConfig) -> tuple[str, bool]:
+    """The Tune experiment directory: the latest restorable one of this experiment with ``resume=true``."""
+    root = cfg.ray.storage_path
+    if cfg.resume:
+        candidates = sorted(
+            (d for d in os.listdir(root) if d.startswith(f"{cfg.experiment}_")) if os.path.isdir(root) else [],
+            reverse=True,
+        )
+        for name in candidates:
+            path = os.path.join(root, name)
+            if tune.Tuner.can_restore(path) and os.path.isfile(os.path.join(path, PARENT_FILE)):
+                return path, True
+        raise SystemExit(f"error: resume=true but {root} holds no interrupted sweep of experiment "
+                         f"{cfg.experiment!r}; start it without resume=true")
+    return os.path.join(root, f"{cfg.experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"), False
+
+
+def _scheduler(cfg: SweepConfig):
+    s = cfg.scheduler
+    if s.name == "none":
+        return None
+    # One more than the epochs: the trial's last report carries its final (pruned-model) metrics.
+    max_t = (s.max_t or cfg.train.epochs) + 1
+    return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, max_t=max_t,
+                         grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+def _ray_init(cfg: SweepConfig) -> None:
+    if ray.is_initialized():
+        return
+    if cfg.ray.address:
+        ray.init(address=cfg.ray.address, log_to_driver=True)
+    else:
+        # A local Ray gets the package through the working directory it starts in.
+        ray.init(num_cpus=int(local_resources()["CPU"]), include_dashboard=False)
+
+
+def run_sweep(cfg: SweepConfig):
+    """Run (or resume) the sweep ``cfg``; returns the final Pareto table (one dict per finished trial)."""
+    cfg = resolve_paths(cfg)
+    validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
+    weights = backbone_weights(cfg)
+    sweep_dir, resuming = _sweep_dir(cfg)
+    spool_dir = os.path.join(cfg.ray.storage_path, "mlflow_spool")
+
+    client = client_for(cfg.mlflow.tracking_uri)
+    experiment_id = ensure_experiment(client, cfg.experiment)
+    if resuming:
+        with open(os.path.join(sweep_dir, PARENT_FILE)) as f:
+            parent_run_id = f.read().strip()
+        client.update_run(parent_run_id, status="RUNNING")
+        print(f"resuming sweep {sweep_dir} (MLflow parent run {parent_run_id})")
+    else:
+        parent = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={SWEEP_TAG: sweep_dir})
+        parent_run_id = parent.info.run_id
+        params = {**flatten(dataclasses.asdict(cfg)), **{f"axis.{k}": str(v) for k, v in sweep_axes(cfg).items()}}
+        Recorder(client, parent_run_id, spool_dir).log_params(params)
+        os.makedirs(sweep_dir, exist_ok=True)
+        with open(os.path.join(sweep_dir, PARENT_FILE), "w") as f:
+            f.write(parent_run_id)
+
+    _ray_init(cfg)
+    validate(cfg, cluster_resources=ray.cluster_resources())
+    trainable = tune.with_resources(
+        tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
+                             spool_dir=spool_dir, weights=weights),
+        {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
+    )
+    callbacks = [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)]
+    reporter = tune.CLIReporter(parameter_columns={"budget": "budget", "sharing": "sharing"},
+                                metric_columns={m: m.replace("val/", "") for m in PROGRESS_METRICS},
+                                max_report_frequency=15)
+    if resuming:
+        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable,
+            param_space={name: tune.grid_search(values) for name, values in sweep_axes(cfg).items()},
+            tune_config=tune.TuneConfig(
+                scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                trial_name_creator=lambda t: trial_name(t.config),
+                trial_dirname_creator=lambda t: f"{trial_name(t.config)}_{t.trial_id}",
+            ),
+            run_config=tune.RunConfig(
+                name=os.path.basename(sweep_dir), storage_path=cfg.ray.storage_path, callbacks=callbacks,
+                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                progress_reporter=reporter, verbose=1,
+            ),
+        )
+    results = tuner.fit()
+
+    records = collect_records(client, experiment_id, parent_run_id)
+    table = publish_front(client, parent_run_id, records) if records else []
+    failed = [r for r in results if r.error is not None]
+    client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
+    print(format_table(table))
+    print(f"{len(records)} finished trial(s), {len(failed)} failed; MLflow parent run {parent_run_id} "
+          f"in experiment {cfg.experiment!r} at {cfg.mlflow.tracking_uri}")
+    if failed:
+        for r in failed:
+            print(f"failed: {r.path}: {r.error}")
+    return table
+
+
+def main() -> None:
+    # Ray Tune's classic progress table (budget, epoch, acc_mean, params_ratio per trial).
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    from orchestrator.cli import run_hydra
+
+    run_hydra(run_sweep)
+
+
+if __name__ == "__main__":
+    main()
