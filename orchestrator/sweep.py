@@ -116,7 +116,7 @@ def run_sweep(cfg: SweepConfig):
     )
     callbacks = [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)]
     reporter = tune.CLIReporter(parameter_columns={"budget": "budget", "sharing": "sharing"},
-                                metric_columns={m: m.replace("val/", "") for m in PROGRESS_METRICS},
+                                metric_columns=list(PROGRESS_METRICS),
                                 max_report_frequency=15)
     if resuming:
         tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)

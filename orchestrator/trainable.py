@@ -27,8 +27,9 @@ from orchestrator.tracking import Recorder, client_for, find_or_create_child, fl
 
 log = logging.getLogger(__name__)
 
-# The columns of Tune's progress table (with the trial's budget parameter).
-PROGRESS_METRICS = ("epoch", M.VAL_ACC_MEAN, M.PARAMS_RATIO)
+# The columns of Tune's progress table (with the trial's budget parameter); acc_mean is the validation mean
+# during training and the pruned model's at the end.
+PROGRESS_METRICS = ("epoch", M.ACC_MEAN, M.PARAMS_RATIO)
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -134,5 +135,5 @@ def _run(cfg: bap.ExperimentConfig, params: dict[str, Any], sweep: SweepConfig, 
                     "`python -m orchestrator.report --sync` when the server is back",
                     recorder.pending(), run_id, recorder.spool_path)
     # The final, pruned-model metrics are the trial's result; Tune keeps the last report.
-    tune.report({**_numeric(final), "budget": params["budget"], "epoch": cfg.train.epochs + 1,
+    tune.report({**_numeric(final), "budget": params["budget"], "epoch": cfg.train.epochs,
                  "mlflow_run_id": run_id, "final": 1.0})
