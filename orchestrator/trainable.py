@@ -14,8 +14,9 @@ import logging
 import os
 import shutil
 import tempfile
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
+import torch
 import yaml
 from ray import tune
 
@@ -55,6 +56,68 @@ def _logged_epochs(recorder: Recorder) -> set[int]:
         return set()
 
 
+def trial_params(cfg: bap.ExperimentConfig, params: dict[str, Any]) -> dict[str, str]:
+    """Every resolved config value (flattened) plus the axis values under their short names."""
+    return {**flatten(dataclasses.asdict(cfg)), "budget": params["budget"], "sharing_loss": params["sharing"],
+            "domain_set": domain_set_name(params["domains"])}
+
+
+def record_trial(
+    cfg: bap.ExperimentConfig,
+    params: dict[str, Any],
+    recorder: Recorder,
+    *,
+    checkpoint_dir: str,
+    resume: bool = False,
+    on_epoch: Callable[[dict[str, float]], None] | None = None,
+    progress: bool = False,
+) -> bap.TrainResult:
+    """Train one trial and record it in its MLflow run: params, tags, per-epoch and final metrics, the resolved
+    config, the materialized model and a per-domain table. Shared by the Tune trainable and
+    ``orchestrator.train``, so a trial run by hand is recorded exactly like one in a sweep."""
+    recorder.log_params(trial_params(cfg, params))
+    recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
+                       "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})
+    if resume:
+        logged = _logged_epochs(recorder)
+        state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_NAME), map_location="cpu", weights_only=True)
+        for entry in state["history"]:  # epochs finished before the crash that MLflow never received
+            if int(entry["epoch"]) not in logged:
+                recorder.log_metrics(_numeric(entry), step=int(entry["epoch"]))
+
+    def epoch_done(epoch_metrics: dict[str, Any]) -> None:
+        numeric = _numeric(epoch_metrics)
+        if on_epoch is not None:
+            on_epoch(numeric)
+        recorder.log_metrics(numeric, step=int(numeric["epoch"]))
+
+    result = bap.train(cfg, callback=epoch_done, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
+
+    recorder.log_metrics(result.metrics, step=cfg.train.epochs)
+    recorder.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), "config.yaml")
+    recorder.log_text(_domain_table(result), "domains.csv")
+    model_path = os.path.join(os.path.dirname(recorder.spool_path), f"{recorder.run_id}.files", "model.bap")
+    bap.save(result.pruned.cpu(), model_path)
+    recorder.log_artifact(model_path, "model")
+    recorder.terminate("FINISHED")
+    if not with_retries(recorder.flush, "flushing the trial's MLflow records", timeout_s=30):
+        log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "
+                    "`python -m orchestrator.report --sync` when the server is back",
+                    recorder.pending(), recorder.run_id, recorder.spool_path)
+    return result
+
+
+def with_weights(cfg: bap.ExperimentConfig, params: dict[str, Any], weights: Mapping[str, bytes] | None,
+                 work: str) -> bap.ExperimentConfig:
+    """Write the shipped backbone bytes to a local file and point the config at it."""
+    if not weights or params["backbone"] not in weights:
+        return cfg
+    path = os.path.join(work, "backbone.pt")
+    with open(path, "wb") as f:
+        f.write(weights[params["backbone"]])
+    return dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=path))
+
+
 def run_trial(
     params: dict[str, Any],
     *,
@@ -68,72 +131,29 @@ def run_trial(
     ``weights`` maps backbone -> pretrained state-dict bytes, shipped through Ray's object store so workers on
     other machines need no copy of the driver's files."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    cfg = trial_config(sweep, params)
     work = tempfile.mkdtemp(prefix="bap-trial-")
     try:
-        if weights and params["backbone"] in weights:
-            path = os.path.join(work, "backbone.pt")
-            with open(path, "wb") as f:
-                f.write(weights[params["backbone"]])
-            cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=path))
-        _run(cfg, params, sweep, experiment_id, parent_run_id, spool_dir, work)
+        cfg = with_weights(trial_config(sweep, params), params, weights, work)
+        trial_id = tune.get_context().get_trial_id()
+        client = client_for(sweep.mlflow.tracking_uri)
+        run_id = find_or_create_child(client, experiment_id, parent_run_id, trial_id, trial_name(params))
+        recorder = Recorder(client, run_id, spool_dir)
+
+        checkpoint_dir = os.path.join(work, "checkpoint")
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is not None:
+            with checkpoint.as_directory() as restored:
+                shutil.copytree(restored, checkpoint_dir, dirs_exist_ok=True)
+            log.info("trial %s resumes from its Tune checkpoint", trial_id)
+        resume = os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
+
+        def report(metrics: dict[str, float]) -> None:
+            tune.report({**metrics, "budget": params["budget"], M.ACC_MEAN: metrics[M.VAL_ACC_MEAN]},
+                        checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
+
+        result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report)
+        # The final, pruned-model metrics are the trial's result; Tune keeps the last report.
+        tune.report({**_numeric(result.metrics), "budget": params["budget"], "epoch": cfg.train.epochs,
+                     "mlflow_run_id": run_id, "final": 1.0})
     finally:
         shutil.rmtree(work, ignore_errors=True)
-
-
-def _run(cfg: bap.ExperimentConfig, params: dict[str, Any], sweep: SweepConfig, experiment_id: str,
-         parent_run_id: str, spool_dir: str, work: str) -> None:
-    client = client_for(sweep.mlflow.tracking_uri)
-    trial_id = tune.get_context().get_trial_id()
-    name = trial_name(params)
-    run_id = find_or_create_child(client, experiment_id, parent_run_id, trial_id, name)
-    recorder = Recorder(client, run_id, spool_dir)
-    config_dict = dataclasses.asdict(cfg)
-    recorder.log_params({**flatten(config_dict), "budget": params["budget"], "sharing_loss": params["sharing"],
-                         "domain_set": domain_set_name(params["domains"])})
-    recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
-                       "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})
-
-    checkpoint_dir = os.path.join(work, "checkpoint")
-    resume = False
-    checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as restored:
-            shutil.copytree(restored, checkpoint_dir, dirs_exist_ok=True)
-        resume = os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
-        log.info("trial %s resumes from its Tune checkpoint", trial_id)
-    logged = _logged_epochs(recorder) if resume else set()
-
-    def report(epoch_metrics: dict[str, Any]) -> None:
-        epoch = int(epoch_metrics["epoch"])
-        numeric = _numeric(epoch_metrics)
-        tune.report({**numeric, "budget": params["budget"], M.ACC_MEAN: numeric[M.VAL_ACC_MEAN]},
-                    checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
-        recorder.log_metrics(numeric, step=epoch)
-
-    if resume:
-        import torch
-
-        state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_NAME), map_location="cpu", weights_only=True)
-        for entry in state["history"]:  # epochs finished before the crash that MLflow never received
-            if int(entry["epoch"]) not in logged:
-                recorder.log_metrics(_numeric(entry), step=int(entry["epoch"]))
-
-    result = bap.train(cfg, callback=report, checkpoint_dir=checkpoint_dir, resume=resume)
-
-    final = dict(result.metrics)
-    final[M.BUDGET_MET] = float(final[M.BUDGET_MET])
-    recorder.log_metrics(final, step=cfg.train.epochs)
-    recorder.log_text(yaml.safe_dump(config_dict, sort_keys=False), "config.yaml")
-    recorder.log_text(_domain_table(result), "domains.csv")
-    model_path = os.path.join(os.path.dirname(recorder.spool_path), f"{run_id}.files", "model.bap")
-    bap.save(result.pruned.cpu(), model_path)
-    recorder.log_artifact(model_path, "model")
-    recorder.terminate("FINISHED")
-    if not with_retries(recorder.flush, "flushing the trial's MLflow records", timeout_s=30):
-        log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "
-                    "`python -m orchestrator.report --sync` when the server is back",
-                    recorder.pending(), run_id, recorder.spool_path)
-    # The final, pruned-model metrics are the trial's result; Tune keeps the last report.
-    tune.report({**_numeric(final), "budget": params["budget"], "epoch": cfg.train.epochs,
-                 "mlflow_run_id": run_id, "final": 1.0})
