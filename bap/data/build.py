@@ -1,0 +1,39 @@
+"""Entry points that dispatch on `data.name` to the embedded, Decathlon or ImageNet-to-Sketch module."""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from bap.config import DataConfig
+from bap.data import decathlon, embedded, imagefolder
+from bap.data.domain import DomainData
+
+_DATASETS: dict[str, ModuleType] = {"embedded": embedded, "decathlon": decathlon, "imagenet_sketch": imagefolder}
+
+
+def _module(cfg: DataConfig) -> ModuleType:
+    if cfg.name not in _DATASETS:
+        raise ValueError(f"data.name={cfg.name!r} is not supported; use one of: {', '.join(_DATASETS)}")
+    return _DATASETS[cfg.name]
+
+
+def list_domains(cfg: DataConfig) -> list[str]:
+    """Target domains of `data.name` (no disk access); `build_domains` uses them when `data.domains` is unset."""
+    return _module(cfg).list_domains(cfg)
+
+
+def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
+    """`data.domains` (or every target domain), in that order.
+
+    Everything checkable is validated for *all* domains before any data set object is returned: roots, split
+    folders/annotation files, unknown domains, missing images, class sets of train vs val, image headers
+    (all of them up to `images.HEADER_CHECK_LIMIT` per split, an even sample beyond). A file that passes the
+    header check but fails to decode raises at load time, naming the file and domain.
+    """
+    return _module(cfg).build_domains(cfg)
+
+
+def build_source(cfg: DataConfig) -> DomainData:
+    """The domain a backbone is pretrained on: embedded -> `shapes`; decathlon -> `imagenet12`;
+    imagenet_sketch -> the first of `data.domains` (required, e.g. an `imagenet/` ImageFolder under the root)."""
+    return _module(cfg).build_source(cfg)

@@ -1,0 +1,36 @@
+"""Public surface of bap.data: dispatch on data.name and the module boundary (bap/data/__init__.py, build.py)."""
+
+import subprocess
+import sys
+
+import pytest
+
+import bap.data
+from bap.config import DataConfig
+
+
+def test_public_names():
+    assert set(bap.data.__all__) == {
+        "DomainData", "build_domains", "build_source", "eval_batches", "list_domains", "train_batches",
+    }
+
+
+@pytest.mark.parametrize(
+    ("name", "count"), [("embedded", 4), ("decathlon", 10), ("imagenet_sketch", 5)]
+)
+def test_list_domains_needs_no_disk(name, count, tmp_path):
+    cfg = DataConfig(name=name, root=str(tmp_path / "not-there"))
+    assert len(bap.data.list_domains(cfg)) == count
+
+
+def test_bad_name_after_config_mutation():
+    cfg = DataConfig()
+    cfg.name = "mnist"  # bypasses __post_init__, as a hand-edited object might
+    with pytest.raises(ValueError, match="data.name='mnist'.*embedded"):
+        bap.data.list_domains(cfg)
+
+
+def test_no_orchestration_imports():
+    code = "import sys, bap.data; print(sorted({'ray', 'mlflow', 'hydra', 'omegaconf'} & set(sys.modules)))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
