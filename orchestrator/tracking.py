@@ -205,9 +205,10 @@ def find_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id
             max_results=1,
         )
         if found:
-            run_id = found[0].info.run_id
-            client.update_run(run_id, status="RUNNING")
-            return run_id
+            run = found[0]
+            if run.info.status != "FINISHED":
+                client.update_run(run.info.run_id, status="RUNNING")
+            return run.info.run_id
         run = client.create_run(experiment_id, run_name=trial_name, tags={
             MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_ID_TAG: trial_id, TRIAL_NAME_TAG: trial_name,
             MLFLOW_RUN_NAME: trial_name,

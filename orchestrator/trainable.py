@@ -56,6 +56,13 @@ def _logged_epochs(recorder: Recorder) -> set[int]:
         return set()
 
 
+def _finished_metrics(client, run_id: str) -> dict[str, float] | None:
+    run = client.get_run(run_id)
+    if run.info.status == "FINISHED" and M.PARAMS_TOTAL in run.data.metrics:
+        return dict(run.data.metrics)
+    return None
+
+
 def trial_params(cfg: bap.ExperimentConfig, params: dict[str, Any]) -> dict[str, str]:
     """Every resolved config value (flattened) plus the axis values under their short names."""
     return {**flatten(dataclasses.asdict(cfg)), "budget": params["budget"], "sharing_loss": params["sharing"],
@@ -138,6 +145,12 @@ def run_trial(
         client = client_for(sweep.mlflow.tracking_uri)
         run_id = find_or_create_child(client, experiment_id, parent_run_id, trial_id, trial_name(params))
         recorder = Recorder(client, run_id, spool_dir)
+        done = _finished_metrics(client, run_id)
+        if done is not None:
+            # Tune restored a trial whose run already finished (the driver died before saving that): report
+            # the recorded result instead of training and logging it a second time.
+            tune.report({**done, "budget": params["budget"], "epoch": cfg.train.epochs, "final": 1.0})
+            return
 
         checkpoint_dir = os.path.join(work, "checkpoint")
         checkpoint = tune.get_checkpoint()

@@ -1,0 +1,157 @@
+"""End-to-end: the real entry points on local Ray, read back through MlflowClient.
+
+Small settings (width 0.125, 2 epochs of 2 steps, a few images per class) keep each sweep to well under a
+minute on 2 cores; the code path is the one `python -m orchestrator.sweep` runs for a lab.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import bap
+from orchestrator.tracking import PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG
+
+pytestmark = pytest.mark.slow
+
+TINY = [
+    "model.weights=null", "model.width=0.125", "data.train_per_class=8", "data.val_per_class=4",
+    "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=8", "train.eval_batch_size=64",
+]
+
+
+def env_for(tmp_path):
+    env = dict(os.environ)
+    env.update(MLFLOW_TRACKING_URI=f"sqlite:///{tmp_path}/mlflow.db", BAP_CACHE_DIR=str(tmp_path / "cache"),
+               RAY_ADDRESS="", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run(module, args, tmp_path, timeout=600):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env_for(tmp_path),
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def client_and_experiment(tmp_path, name):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = client.get_experiment_by_name(name)
+    assert experiment is not None
+    return client, experiment.experiment_id
+
+
+def children(client, experiment_id):
+    return client.search_runs([experiment_id], filter_string=f"tags.`{TRIAL_ID_TAG}` != ''")
+
+
+def test_sweep_records_parent_children_front_and_models(tmp_path):
+    proc = run("orchestrator.sweep", ["budgets=0.25,0.5,1.0", "experiment=e2e", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 finished trial(s), 0 failed" in proc.stdout
+    client, experiment_id = client_and_experiment(tmp_path, "e2e")
+    parents = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert len(parents) == 1
+    parent = parents[0]
+    assert parent.info.status == "FINISHED"
+    parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert {"pareto_params.png", "pareto_macs.png", "pareto.html", "pareto.csv"} <= parent_files
+
+    runs = children(client, experiment_id)
+    assert sorted(float(r.data.params["budget"]) for r in runs) == [0.25, 0.5, 1.0]
+    for r in runs:
+        assert r.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert r.info.status == "FINISHED"
+        m, p = r.data.metrics, r.data.params
+        for key in ("acc_mean", "params_total", "params_ratio", "macs_mean", "macs_ratio", "union_fraction",
+                    "acc/digits", "budget_met"):
+            assert key in m, key
+        assert m["budget_met"] == 1.0 and m["budget_usage/digits"] <= float(p["budget"])
+        assert p["model.width"] == "0.125" and p["sharing_loss"] == "jaccard" and p["train.epochs"] == "2"
+        assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
+        assert r.data.tags[PARETO_TAG] in ("true", "false")
+        files = {a.path for a in client.list_artifacts(r.info.run_id)}
+        assert {"config.yaml", "domains.csv", "model"} <= files
+        model = bap.load(client.download_artifacts(r.info.run_id, "model/model.bap", str(tmp_path)))
+        assert bap.count(model, (32, 32)).params == int(m["params_total"])
+    by_budget = {float(r.data.params["budget"]): r.data.metrics for r in runs}
+    assert by_budget[0.25]["params_total"] < by_budget[1.0]["params_total"]
+    assert any(r.data.tags[PARETO_TAG] == "true" for r in runs)
+
+    csv = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
+    assert len(open(csv).read().strip().splitlines()) == 4
+
+    report = run("orchestrator.report", ["experiment=e2e"], tmp_path)
+    assert report.returncode == 0, report.stderr[-2000:]
+    assert "params_ratio" in report.stdout and report.stdout.count("resnet26") == 3
+
+
+def test_train_entry_point_records_one_run_without_ray(tmp_path):
+    proc = run("orchestrator.train", ["budget=0.5", "experiment=single", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client, experiment_id = client_and_experiment(tmp_path, "single")
+    (only,) = client.search_runs([experiment_id])
+    assert only.data.params["budget"] == "0.5" and "acc_mean" in only.data.metrics
+    assert {"config.yaml", "domains.csv", "model"} <= {a.path for a in client.list_artifacts(only.info.run_id)}
+    assert not (tmp_path / "runs" / "ray").exists()
+
+
+def test_bad_config_fails_before_anything_starts(tmp_path):
+    proc = run("orchestrator.sweep", ["budgets=0.5,1.5", "backbones=[resnet18]", *TINY], tmp_path)
+    assert proc.returncode != 0
+    out = proc.stdout + proc.stderr
+    assert "budgets" in out and "1.5" in out and "resnet18" in out
+    assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "mlflow.db").exists()
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_killed_driver_resumes_only_missing_trials(tmp_path):
+    args = ["budgets=0.25,0.5,1.0", "experiment=resume", "ray.max_concurrent_trials=1", *TINY]
+    driver = subprocess.Popen([sys.executable, "-m", "orchestrator.sweep", *args], cwd=tmp_path,
+                              env=env_for(tmp_path), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    try:
+        def finished_and_next_started():
+            # Touch the database only once the driver has created it (its sweep directory comes after that):
+            # two processes creating MLflow's tables at once would race.
+            if not list((tmp_path / "runs" / "ray").glob("resume_*")):
+                return False
+            client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+            experiment = client.get_experiment_by_name("resume")
+            if experiment is None:
+                return False
+            runs = children(client, experiment.experiment_id)
+            done = [r for r in runs if r.info.status == "FINISHED"]
+            # the next trial has logged an epoch, so Tune has long since saved the first one as finished
+            return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
+
+        wait_for(finished_and_next_started, 300, "one finished trial and a second one training")
+    finally:
+        os.killpg(driver.pid, signal.SIGKILL)
+        driver.wait()
+    client, experiment_id = client_and_experiment(tmp_path, "resume")
+    (first,) = [r for r in children(client, experiment_id) if r.info.status == "FINISHED"]
+
+    proc = run("orchestrator.sweep", [*args, "resume=true"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = children(client, experiment_id)
+    assert len(runs) == 3 and len({r.data.tags[TRIAL_ID_TAG] for r in runs}) == 3
+    assert all(r.info.status == "FINISHED" and "params_total" in r.data.metrics for r in runs)
+    parents = {r.data.tags["mlflow.parentRunId"] for r in runs}
+    assert len(parents) == 1
+    again = client.get_run(first.info.run_id)
+    assert again.info.end_time == first.info.end_time  # the finished trial was not run again
+    for r in runs:  # every epoch logged exactly once, interrupted trial included
+        assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
