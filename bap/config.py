@@ -100,6 +100,8 @@ class DataConfig:
     image_size: int = 32
     train_per_class: int = 60
     val_per_class: int = 30
+    # Embedded source domain (`shapes`) used to pretrain the backbone: more images than the targets get.
+    source_train_per_class: int = 300
     seed: int = 0
     num_workers: int = 0
 
@@ -114,6 +116,7 @@ class DataConfig:
         _check_positive("data.image_size", self.image_size)
         _check_positive("data.train_per_class", self.train_per_class)
         _check_positive("data.val_per_class", self.val_per_class)
+        _check_positive("data.source_train_per_class", self.source_train_per_class)
         if self.num_workers < 0:
             raise ValueError(f"data.num_workers={self.num_workers} must be >= 0")
 

@@ -22,7 +22,7 @@ CACHE_DIR = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~")
 
 def embedded_backbone_path(backbone: str, cfg: SweepConfig) -> str:
     d = cfg.data
-    name = f"{backbone}_w{cfg.model.width:g}_px{d.image_size}_n{d.train_per_class}_seed{d.seed}.pt"
+    name = f"{backbone}_w{cfg.model.width:g}_px{d.image_size}_n{d.source_train_per_class}_seed{d.seed}.pt"
     return os.path.join(CACHE_DIR, name)
 
 

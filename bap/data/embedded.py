@@ -104,10 +104,12 @@ def generate(name: str, size: int, train_per_class: int, val_per_class: int, see
     return tuple(out)
 
 
-def _build(name: str, cfg: DataConfig) -> DomainData:
+def _build(name: str, cfg: DataConfig, train_per_class: int | None = None) -> DomainData:
     spec = DOMAINS[name]
     size = cfg.image_size
-    train_x, train_y, val_x, val_y = generate(name, size, cfg.train_per_class, cfg.val_per_class, cfg.seed)
+    train_x, train_y, val_x, val_y = generate(
+        name, size, train_per_class or cfg.train_per_class, cfg.val_per_class, cfg.seed
+    )
     mean, std = channel_stats(train_x)  # per-domain statistics from the train split only
     return DomainData(
         name=name,
@@ -131,4 +133,5 @@ def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
 
 
 def build_source(cfg: DataConfig) -> DomainData:
-    return _build(SOURCE, cfg)
+    # More source images than target ones: the backbone is only as general as its pretraining.
+    return _build(SOURCE, cfg, cfg.source_train_per_class)

@@ -1,0 +1,112 @@
+"""Accuracy against budget on the embedded data: does BAP meet its budgets, and does sharing shrink the union?
+
+Pretrains the backbone on the embedded source domain (cached), then trains all target domains jointly at
+budgets 1.0, 0.5 and 0.25 with the jaccard sharing loss, and at 0.5 without sharing (BA² trained jointly).
+Checks the core library's acceptance criteria and writes the table to BENCHMARKS.md (section budget_accuracy).
+
+    python -m benchmarks.budget_accuracy [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import torch
+
+from bap import ExperimentConfig, PretrainConfig, pretrain, train
+from bap.config import BudgetConfig, DataConfig, ModelConfig, SharingConfig, TrainConfig
+from bap.data import build_domains, build_source
+from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
+                                print_result, update_section)
+
+RUNS = [(1.0, "jaccard"), (0.5, "jaccard"), (0.25, "jaccard"), (0.5, "none")]
+CACHE = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
+
+
+def settings(quick: bool) -> dict:
+    if quick:
+        return dict(width=0.125, pretrain_epochs=2, pretrain_steps=40, epochs=2, steps=10, per_class=30)
+    return dict(width=0.25, pretrain_epochs=10, pretrain_steps=80, epochs=6, steps=30, per_class=60)
+
+
+def main() -> None:
+    args = add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args()
+    s = settings(args.quick)
+    data = DataConfig(train_per_class=s["per_class"])
+    weights = os.path.join(CACHE, f"bench_resnet26_w{s['width']:g}_e{s['pretrain_epochs']}x{s['pretrain_steps']}.pt")
+    start = time.perf_counter()
+    if not os.path.isfile(weights):
+        source_acc = pretrain(PretrainConfig(width=s["width"], epochs=s["pretrain_epochs"],
+                                             steps_per_epoch=s["pretrain_steps"], device="cpu"),
+                              build_source(data), weights)
+        print(f"pretrained the backbone on the source domain: val top-1 {source_acc:.1f}%")
+    domains = build_domains(data)
+    chance = sum(100 / d.num_classes for d in domains.values()) / len(domains)
+
+    rows = []
+    for budget, sharing in RUNS:
+        cfg = ExperimentConfig(
+            model=ModelConfig(backbone="resnet26", width=s["width"], weights=weights),
+            budget=BudgetConfig(budget=budget), sharing=SharingConfig(loss=sharing), data=data,
+            train=TrainConfig(epochs=s["epochs"], steps_per_epoch=s["steps"], batch_size=32, lr=0.05, device="cpu"),
+        )
+        t = time.perf_counter()
+        m = train(cfg, domains=domains).metrics
+        usage = max(v for k, v in m.items() if k.startswith("budget_usage/"))
+        rows.append({
+            "budget": budget, "sharing": sharing, "acc_mean": m["acc_mean"],
+            **{d: m[f"acc/{d}"] for d in domains},
+            "max B_d": usage, "union": m["union_fraction"], "params_ratio": m["params_ratio"],
+            "macs_ratio": m["macs_ratio"],
+            "projected off": int(sum(v for k, v in m.items() if k.startswith("projected_off/"))),
+            "time (s)": time.perf_counter() - t,
+        })
+        print(rows[-1], flush=True)
+
+    by = {(r["budget"], r["sharing"]): r for r in rows}
+    checks = {
+        "every domain's binarised B_d <= budget": all(r["max B_d"] <= r["budget"] + 1e-9 for r in rows),
+        f"acc_mean at 1.0 far above chance ({chance:.1f}%): > 2x chance": by[1.0, "jaccard"]["acc_mean"] > 2 * chance,
+        "acc_mean at 0.25 below 1.0's": by[0.25, "jaccard"]["acc_mean"] < by[1.0, "jaccard"]["acc_mean"],
+        "union at 0.5: jaccard < none": by[0.5, "jaccard"]["union"] < by[0.5, "none"]["union"],
+        "acc_mean at 0.5: |jaccard - none| <= 3 points":
+            abs(by[0.5, "jaccard"]["acc_mean"] - by[0.5, "none"]["acc_mean"]) <= 3,
+    }
+    columns = ["budget", "sharing", "acc_mean", *domains, "max B_d", "union", "params_ratio", "macs_ratio",
+               "projected off", "time (s)"]
+    formats = {c: ".1f" for c in ["acc_mean", *domains, "time (s)"]}
+    formats.update({"max B_d": ".3f", "union": ".3f", "params_ratio": ".3f", "macs_ratio": ".3f", "budget": "g"})
+    table = markdown_table(rows, columns, formats)
+    check_lines = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items())
+    print(table)
+    print(check_lines)
+    body = f"""## Accuracy against budget on the embedded data (`benchmarks/budget_accuracy.py{' --quick' if args.quick else ''}`)
+
+{describe_machine(machine_info())}
+- Settings: resnet26 at width {s['width']:g}, 32x32 images, targets {', '.join(domains)} ({s['per_class']} train images
+  per class), backbone pretrained on the `shapes` source domain ({s['pretrain_epochs']}x{s['pretrain_steps']} steps,
+  cached); BAP: {s['epochs']} epochs x {s['steps']} steps, one batch of 32 per domain per step, seed 0, CPU.
+- acc columns: top-1 (%) of the pruned (materialized) model on each domain's validation split after the hard budget
+  projection; chance level averaged over domains: {chance:.1f}%. `max B_d`: largest binarised budget usage
+  (params unit). `union`: fraction of switched conv weights used by any domain. `params_ratio` / `macs_ratio`: the
+  materialized multi-domain model against the single-domain backbone (one BN set, one head of mean size).
+  `projected off`: switches the post-training projection turned off (all domains).
+
+{table}
+
+{check_lines}
+
+One seed per setting: differences of a point or two are within seed noise at this size.
+"""
+    path = output_path(args.output)
+    if path is not None and not args.quick:  # --quick is a smoke check of the script, not a measurement
+        update_section(path, "budget_accuracy", body)
+    print(f"total {time.perf_counter() - start:.0f}s")
+    print_result("budget_checks_passed", float(sum(checks.values())))
+
+
+if __name__ == "__main__":
+    torch.manual_seed(0)
+    main()
