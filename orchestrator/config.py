@@ -72,7 +72,7 @@ class SweepConfig:
     # jaccard); only its weight is fixed here (a float or "learnable").
     model: ModelConfig = field(default_factory=ModelConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
-    sharing_weight: Any = 1.0
+    sharing_weight: Any = SharingConfig().weight
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
