@@ -46,11 +46,12 @@ def test_domain_lists():
 
 
 def test_items_shapes_balance_and_normalisation():
-    cfg = DataConfig(image_size=24, train_per_class=6, val_per_class=3)
+    cfg = DataConfig(image_size=24, train_per_class=6, val_per_class=3, source_train_per_class=9)
     for name, domain in {**build_domains(cfg), "shapes": build_source(cfg)}.items():
         assert domain.input_size == (24, 24)
         assert domain.num_classes == len(domain.classes) == len(DOMAINS[name].classes) <= 10
-        for split, per_class in ((domain.train, 6), (domain.val, 3)):
+        # the source domain, used only for pretraining, has its own (larger by default) train size
+        for split, per_class in ((domain.train, 9 if name == "shapes" else 6), (domain.val, 3)):
             assert len(split) == per_class * domain.num_classes
             assert torch.bincount(split.labels, minlength=domain.num_classes).tolist() == [per_class] * domain.num_classes
             x, y = split[0]

@@ -23,9 +23,12 @@ def test_every_preset_composes_into_the_dataclasses(preset):
 def test_smoke_preset_is_a_fast_cpu_sweep():
     cfg = compose_sweep_config(["preset=smoke"])
     assert cfg.model.width == 0.25 and cfg.data.name == "embedded" and cfg.data.image_size == 32
-    assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size, cfg.train.device) == (3, 20, 32, "cpu")
+    assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size, cfg.train.device) == (4, 25, 32, "cpu")
+    assert cfg.model.weights == "embedded"  # pretrained on the embedded source, no download
     assert sorted(cfg.budgets) == [0.25, 0.5, 1.0]
     assert len(expand_trials(cfg)) == 3
+    # a bare `python -m orchestrator.sweep` is this sweep
+    assert compose_sweep_config([]) == cfg
 
 
 def test_paper_presets_sweep_the_papers_grid():

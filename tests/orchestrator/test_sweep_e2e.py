@@ -137,7 +137,7 @@ def test_killed_driver_resumes_only_missing_trials(tmp_path):
             # the next trial has logged an epoch, so Tune has long since saved the first one as finished
             return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
 
-        wait_for(finished_and_next_started, 300, "one finished trial and a second one training")
+        wait_for(finished_and_next_started, 600, "one finished trial and a second one training")
     finally:
         os.killpg(driver.pid, signal.SIGKILL)
         driver.wait()
