@@ -24,8 +24,10 @@ from benchmarks._common import (add_common_args, describe_machine, machine_info,
 # (budget, sharing loss, sharing weight): the acceptance runs at the default weight, then the weight study
 # behind that default.
 DEFAULT_WEIGHT = SharingConfig().weight
-RUNS = [(1.0, "jaccard", DEFAULT_WEIGHT), (0.5, "jaccard", DEFAULT_WEIGHT), (0.25, "jaccard", DEFAULT_WEIGHT),
-        (0.5, "none", DEFAULT_WEIGHT), (0.5, "jaccard", 0.1), (0.5, "jaccard", 1.0)]
+# Three seeds where two settings are compared by accuracy: one seed's noise is several points at this size.
+RUNS = [(1.0, "jaccard", DEFAULT_WEIGHT, 0), (0.25, "jaccard", DEFAULT_WEIGHT, 0)]
+RUNS += [(0.5, sharing, DEFAULT_WEIGHT, seed) for seed in (0, 1, 2) for sharing in ("jaccard", "none")]
+RUNS += [(0.5, "jaccard", 0.1, 0), (0.5, "jaccard", 1.0, 0)]
 CACHE = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
 
 
@@ -50,17 +52,18 @@ def main() -> None:
     chance = sum(100 / d.num_classes for d in domains.values()) / len(domains)
 
     rows = []
-    for budget, sharing, weight in RUNS:
+    for budget, sharing, weight, seed in RUNS:
         cfg = ExperimentConfig(
             model=ModelConfig(backbone="resnet26", width=s["width"], weights=weights),
             budget=BudgetConfig(budget=budget), sharing=SharingConfig(loss=sharing, weight=weight), data=data,
-            train=TrainConfig(epochs=s["epochs"], steps_per_epoch=s["steps"], batch_size=32, lr=0.05, device="cpu"),
+            train=TrainConfig(epochs=s["epochs"], steps_per_epoch=s["steps"], batch_size=32, lr=0.05, device="cpu",
+                              seed=seed),
         )
         t = time.perf_counter()
         m = train(cfg, domains=domains).metrics
         usage = max(v for k, v in m.items() if k.startswith("budget_usage/"))
         rows.append({
-            "budget": budget, "sharing": sharing, "weight": weight if sharing != "none" else None,
+            "budget": budget, "sharing": sharing, "weight": weight if sharing != "none" else None, "seed": seed,
             "acc_mean": m["acc_mean"],
             **{d: m[f"acc/{d}"] for d in domains},
             "max B_d": usage, "union": m["union_fraction"], "params_ratio": m["params_ratio"],
@@ -70,22 +73,32 @@ def main() -> None:
         })
         print(rows[-1], flush=True)
 
-    by = {(r["budget"], r["sharing"]): r for r in rows if r["weight"] in (DEFAULT_WEIGHT, None)}
+    def mean(budget, sharing, key):
+        values = [r[key] for r in rows
+                  if (r["budget"], r["sharing"]) == (budget, sharing) and r["weight"] in (DEFAULT_WEIGHT, None)]
+        return sum(values) / len(values)
+
     checks = {
         "every domain's binarised B_d <= budget": all(r["max B_d"] <= r["budget"] + 1e-9 for r in rows),
-        f"acc_mean at 1.0 far above chance ({chance:.1f}%): > 2x chance": by[1.0, "jaccard"]["acc_mean"] > 2 * chance,
-        "acc_mean at 0.25 below 1.0's": by[0.25, "jaccard"]["acc_mean"] < by[1.0, "jaccard"]["acc_mean"],
-        "union at 0.5: jaccard < none": by[0.5, "jaccard"]["union"] < by[0.5, "none"]["union"],
-        "acc_mean at 0.5: |jaccard - none| <= 3 points":
-            abs(by[0.5, "jaccard"]["acc_mean"] - by[0.5, "none"]["acc_mean"]) <= 3,
+        f"acc_mean at 1.0 far above chance ({chance:.1f}%): > 2x chance": mean(1.0, "jaccard", "acc_mean") > 2 * chance,
+        "acc_mean at 0.25 below 1.0's": mean(0.25, "jaccard", "acc_mean") < mean(1.0, "jaccard", "acc_mean"),
+        "union at 0.5 (mean of 3 seeds): jaccard < none": mean(0.5, "jaccard", "union") < mean(0.5, "none", "union"),
+        # The criterion is that sharing costs no more than 3 points; a gain of more than 3 is reported, not failed.
+        "acc_mean at 0.5 (mean of 3 seeds): jaccard >= none - 3 points":
+            mean(0.5, "jaccard", "acc_mean") >= mean(0.5, "none", "acc_mean") - 3,
     }
-    columns = ["budget", "sharing", "weight", "acc_mean", *domains, "max B_d", "union", "params_ratio", "macs_ratio",
+    summary = (f"Budget 0.5, mean of seeds 0-2: jaccard acc_mean {mean(0.5, 'jaccard', 'acc_mean'):.1f}, union "
+               f"{mean(0.5, 'jaccard', 'union'):.3f}, params_ratio {mean(0.5, 'jaccard', 'params_ratio'):.3f}; none "
+               f"acc_mean {mean(0.5, 'none', 'acc_mean'):.1f}, union {mean(0.5, 'none', 'union'):.3f}, params_ratio "
+               f"{mean(0.5, 'none', 'params_ratio'):.3f}.")
+    columns = ["budget", "sharing", "weight", "seed", "acc_mean", *domains, "max B_d", "union", "params_ratio", "macs_ratio",
                "projected off", "time (s)"]
     formats = {c: ".1f" for c in ["acc_mean", *domains, "time (s)"]}
     formats.update({"max B_d": ".3f", "union": ".3f", "params_ratio": ".3f", "macs_ratio": ".3f", "budget": "g"})
     table = markdown_table(rows, columns, formats)
     check_lines = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name}" for name, ok in checks.items())
     print(table)
+    print(summary)
     print(check_lines)
     body = f"""## Accuracy against budget on the embedded data (`benchmarks/budget_accuracy.py{' --quick' if args.quick else ''}`)
 
@@ -101,10 +114,12 @@ def main() -> None:
 
 {table}
 
+{summary}
+
 {check_lines}
 
 The last two rows vary the sharing weight at budget 0.5 (the default is {DEFAULT_WEIGHT}): the weight trades union size
-against accuracy. One seed per setting: differences of a point or two are within seed noise at this size.
+against accuracy. Single-seed rows differ by several points from seed noise alone at this size (compare the three seeds at 0.5).
 """
     path = output_path(args.output)
     if path is not None and not args.quick:  # --quick is a smoke check of the script, not a measurement
