@@ -57,3 +57,24 @@ def test_conv_with_no_inputs_outputs_zeros_of_the_right_shape():
     conv = SwitchedConv2d(0, 5, 3, stride=2, padding=1, domains=["a"], fixed=True)
     out = conv(torch.randn(2, 0, 9, 9), "a")
     assert out.shape == (2, 5, 5, 5) and not out.any()
+
+
+def test_fused_switched_conv_matches_autograd_reference():
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(6, 4, 3, stride=2, padding=1, domains=["a"])
+    with torch.no_grad():
+        conv.latent["a"].copy_(torch.tensor([0.01, 0.001, 0.02, 0.0, 0.03, 0.01]))
+    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    out = conv(x, "a")
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    fused_x, fused_latent = x.grad.clone(), conv.latent["a"].grad.clone()
+    x.grad = None
+    conv.latent["a"].grad = None
+    reference = F.conv2d(x * binarize(conv.latent["a"], 5e-3).view(1, -1, 1, 1), conv.weight, None, 2, 1)
+    reference.backward(grad)
+    torch.testing.assert_close(out, reference)
+    torch.testing.assert_close(fused_x, x.grad)
+    torch.testing.assert_close(fused_latent, conv.latent["a"].grad)
+    assert fused_x[:, 1].abs().sum() == 0  # switched-off inputs get no gradient...
+    assert fused_latent[1] != 0  # ...but their switches do, so they can turn back on
