@@ -23,7 +23,10 @@ from orchestrator.plots import pareto_table, write_pareto_report
 from orchestrator.tracking import PARETO_TAG, child_runs, client_for, sync_spools
 
 log = logging.getLogger(__name__)
-DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")
+DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")  # orchestrator.train's (and a sweep's with a URI storage)
+# `--sync` without spool_dir= replays both: the one above and a sweep's beside its Tune results (the default
+# ray.storage_path + mlflow_spool; orchestrator.sweep._spool_dir).
+DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join("runs", "ray", "mlflow_spool"))
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -75,10 +78,15 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str = DEFAULT_SPOOL) -> list[dict]:
-    """Rebuild the front of every sweep in ``experiment`` from MLflow into a new ``report`` run there."""
+def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None) -> list[dict]:
+    """Rebuild the front of every sweep in ``experiment`` from MLflow into a new ``report`` run there.
+
+    ``sync`` first replays the writes spooled while MLflow was down: from ``spool_dir``, or by default from
+    ``DEFAULT_SPOOLS`` (relative to the current directory)."""
     if sync:
-        left = sync_spools(tracking_uri, os.path.abspath(spool_dir))
+        left = {}
+        for directory in [spool_dir] if spool_dir else DEFAULT_SPOOLS:
+            left.update(sync_spools(tracking_uri, os.path.abspath(directory)))
         print(f"synced {len(left)} spooled run(s); {sum(left.values())} write(s) still pending")
     client = client_for(tracking_uri)
     experiment_obj = client.get_experiment_by_name(experiment)
@@ -106,7 +114,7 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit("usage: python -m orchestrator.report experiment=NAME [tracking_uri=URI] "
                          "[spool_dir=DIR] [--sync]" + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
     report(options["experiment"], options.get("tracking_uri") or MlflowConfig().tracking_uri, "--sync" in args,
-           options.get("spool_dir", DEFAULT_SPOOL))
+           options.get("spool_dir"))
 
 
 if __name__ == "__main__":

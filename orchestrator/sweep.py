@@ -19,8 +19,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.config import SweepConfig, resolve_paths, sweep_axes, trial_name
 from orchestrator.pretrained import backbone_weights
-from orchestrator.report import collect_records, format_table, publish_front
-from orchestrator.tracking import SWEEP_TAG, Recorder, client_for, ensure_experiment, flatten
+from orchestrator.report import DEFAULT_SPOOL, collect_records, format_table, publish_front
+from orchestrator.tracking import (SWEEP_TAG, Recorder, client_for, ensure_experiment, fail_fast, flatten,
+                                   sync_spools, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
@@ -37,10 +38,11 @@ class ParetoCallback(tune.Callback):
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         try:
-            client = client_for(self.tracking_uri)
-            records = collect_records(client, self.experiment_id, self.parent_run_id)
-            if records:
-                publish_front(client, self.parent_run_id, records)
+            with fail_fast():  # runs in Tune's event loop: skip this update rather than wait out an outage
+                client = client_for(self.tracking_uri)
+                records = collect_records(client, self.experiment_id, self.parent_run_id)
+                if records:
+                    publish_front(client, self.parent_run_id, records)
         except Exception as error:
             log.warning("could not update the Pareto front in MLflow yet (%s); the final one is written at the end",
                         error)
@@ -61,6 +63,16 @@ def _sweep_dir(cfg: SweepConfig) -> tuple[str, bool]:
         raise SystemExit(f"error: resume=true but {root} holds no interrupted sweep of experiment "
                          f"{cfg.experiment!r}; start it without resume=true")
     return os.path.join(root, f"{cfg.experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"), False
+
+
+def _spool_dir(cfg: SweepConfig) -> str:
+    """Where trials keep MLflow writes the server did not take: beside Tune's results when ``ray.storage_path``
+    is a directory (one every node mounts, like the compose stack's ``runs`` volume), so the driver and
+    ``orchestrator.report --sync`` can replay them. A URI (s3://...) is no directory to append to: each node
+    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report --sync`` replays on that node."""
+    if "://" in cfg.ray.storage_path:
+        return os.path.abspath(DEFAULT_SPOOL)
+    return os.path.join(cfg.ray.storage_path, "mlflow_spool")
 
 
 def _scheduler(cfg: SweepConfig):
@@ -89,7 +101,7 @@ def run_sweep(cfg: SweepConfig):
     validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
     weights = backbone_weights(cfg)
     sweep_dir, resuming = _sweep_dir(cfg)
-    spool_dir = os.path.join(cfg.ray.storage_path, "mlflow_spool")
+    spool_dir = _spool_dir(cfg)
 
     client = client_for(cfg.mlflow.tracking_uri)
     experiment_id = ensure_experiment(client, cfg.experiment)
@@ -138,10 +150,15 @@ def run_sweep(cfg: SweepConfig):
         )
     results = tuner.fit()
 
-    records = collect_records(client, experiment_id, parent_run_id)
-    table = publish_front(client, parent_run_id, records) if records else []
+    # Writes that trials spooled while MLflow was down and could not replay before they ended (a trial
+    # replays its own spool on its next successful write, so only an outage at a trial's end leaves any).
+    _replay_spools(cfg.mlflow.tracking_uri, spool_dir)
+    records = with_retries(lambda: collect_records(client, experiment_id, parent_run_id), "reading the sweep's runs")
+    table = with_retries(lambda: publish_front(client, parent_run_id, records) if records else [],
+                         "publishing the Pareto front")
     failed = [r for r in results if r.error is not None]
-    client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED")
+    with_retries(lambda: client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED"),
+                 "closing the parent run")
     print(format_table(table))
     print(f"{len(records)} finished trial(s), {len(failed)} failed; MLflow parent run {parent_run_id} "
           f"in experiment {cfg.experiment!r} at {cfg.mlflow.tracking_uri}")
@@ -149,6 +166,19 @@ def run_sweep(cfg: SweepConfig):
         for r in failed:
             print(f"failed: {r.path}: {r.error}")
     return table
+
+
+def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float = 120.0) -> None:
+    """Replay every spooled trial run, waiting up to ``timeout_s`` for MLflow to come back."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = {run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(2)
+    if left:
+        print(f"MLflow unreachable: {sum(left.values())} write(s) of {len(left)} run(s) wait in {spool_dir}; "
+              f"run `python -m orchestrator.report experiment=... spool_dir={spool_dir} --sync` when it is back")
 
 
 def main() -> None:

@@ -24,7 +24,7 @@ import bap
 from bap import metrics as M
 from bap.engine.hooks import CHECKPOINT_NAME
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
-from orchestrator.tracking import Recorder, client_for, find_or_create_child, flatten, with_retries
+from orchestrator.tracking import Recorder, client_for, fail_fast, find_or_create_child, flatten, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,8 @@ def _domain_table(result: bap.TrainResult) -> str:
 
 def _logged_epochs(recorder: Recorder) -> set[int]:
     try:
-        return {m.step for m in recorder.client.get_metric_history(recorder.run_id, M.VAL_ACC_MEAN)}
+        with fail_fast():
+            return {m.step for m in recorder.client.get_metric_history(recorder.run_id, M.VAL_ACC_MEAN)}
     except Exception:  # server down: what it misses is re-logged from the checkpoint's history next time
         return set()
 
@@ -107,7 +108,7 @@ def record_trial(
     bap.save(result.pruned.cpu(), model_path)
     recorder.log_artifact(model_path, "model")
     recorder.terminate("FINISHED")
-    if not with_retries(recorder.flush, "flushing the trial's MLflow records", timeout_s=30):
+    if not recorder.flush(timeout_s=30):
         log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "
                     "`python -m orchestrator.report --sync` when the server is back",
                     recorder.pending(), recorder.run_id, recorder.spool_path)
@@ -145,7 +146,7 @@ def run_trial(
         client = client_for(sweep.mlflow.tracking_uri)
         run_id = find_or_create_child(client, experiment_id, parent_run_id, trial_id, trial_name(params))
         recorder = Recorder(client, run_id, spool_dir)
-        done = _finished_metrics(client, run_id)
+        done = with_retries(lambda: _finished_metrics(client, run_id), f"reading the MLflow run of trial {trial_id}")
         if done is not None:
             # Tune restored a trial whose run already finished (the driver died before saving that): report
             # the recorded result instead of training and logging it a second time.
