@@ -225,10 +225,10 @@ def markdown_table(
     formats = formats or {}
     header = "| " + " | ".join(columns) + " |"
     rule = "|" + "|".join("---" for _ in columns) + "|"
-    body = [
-        "| " + " | ".join(_format(row.get(column), formats.get(column)).replace("|", "\\|") for column in columns) + " |"
-        for row in rows
-    ]
+    def cell(row: Mapping[str, Any], column: str) -> str:
+        return _format(row.get(column), formats.get(column)).replace("|", "\\|")
+
+    body = ["| " + " | ".join(cell(row, column) for column in columns) + " |" for row in rows]
     return "\n".join([header, rule, *body])
 
 
