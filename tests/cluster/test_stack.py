@@ -167,6 +167,24 @@ def test_sweep_service_records_runs_metrics_and_artifacts(stack, experiment, tmp
     assert report.stdout.count("resnet26") == 2
 
 
+def test_job_api_runs_the_driver_on_the_head(stack, experiment, tmp_path):
+    """From a machine outside the cluster (docs/cluster.md): `ray job submit` through the dashboard's job API;
+    the driver runs on the head with the head's MLFLOW_TRACKING_URI, the code from the image."""
+    env = {**base_env(), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": stack.token, "RAY_ADDRESS": stack.dashboard_url}
+    job = subprocess.run(["ray", "job", "submit", "--", "python", "-m", "orchestrator.sweep", "budgets=0.5",
+                          f"experiment={experiment}", *QUICK], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    assert job.returncode == 0, job.stdout[-3000:] + job.stderr[-3000:]
+    assert "1 finished trial(s), 0 failed" in job.stdout and "succeeded" in job.stdout + job.stderr
+    client = MlflowClient(stack.mlflow.url)
+    (run,) = children(client, experiment)
+    assert_complete(client, run, n_epochs=2)
+
+    refused = subprocess.run(["ray", "job", "list"], env={**env, "RAY_AUTH_TOKEN": "0" * 64}, capture_output=True,
+                             text=True, timeout=120)
+    assert refused.returncode != 0
+
+
 # ---- faults -----------------------------------------------------------------------------------------------------------
 def test_killed_driver_resumes_only_missing_trials_under_same_parent(stack, experiment, tmp_path):
     args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",

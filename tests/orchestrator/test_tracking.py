@@ -1,0 +1,87 @@
+"""Recorder's spool when MLflow is down: writes fail at once (no 4-minute HTTP backoff), are kept in order, and
+replay exactly once. The cluster version of these faults is tests/cluster/test_stack.py."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from orchestrator.config import RayConfig, SweepConfig
+from orchestrator.report import DEFAULT_SPOOL, DEFAULT_SPOOLS
+from orchestrator.sweep import _spool_dir
+from orchestrator.tracking import Recorder, fail_fast
+
+
+def closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+
+
+def test_writes_to_an_unreachable_server_are_spooled_at_once(tmp_path):
+    recorder = Recorder(MlflowClient(closed_port_uri()), "run0", str(tmp_path))
+    start = time.monotonic()
+    for step in (1, 2, 3):
+        recorder.log_metrics({"val/acc_mean": float(step)}, step=step)
+    recorder.terminate()
+    # MLflow's own retries (7, exponential backoff) would take about 4 minutes per write.
+    assert time.monotonic() - start < 10
+    assert recorder.pending() == 4
+
+
+def test_fail_fast_keeps_an_explicit_setting_and_restores_the_environment(monkeypatch):
+    monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
+    with fail_fast():
+        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
+        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
+
+
+class FlakyClient:
+    """Refuses the first ``failures`` writes, then takes them (an MLflow server coming back)."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures, self.batches, self.terminated = failures, [], []
+
+    def log_batch(self, run_id, metrics=(), params=(), tags=(), synchronous=True):
+        if self.failures > 0:
+            self.failures -= 1
+            raise ConnectionError("server down")
+        self.batches.append([(m.key, m.step) for m in metrics])
+
+    def set_terminated(self, run_id, status):
+        self.terminated.append(status)
+
+
+def test_flush_retries_until_the_server_is_back_and_replays_once_in_order(tmp_path):
+    client = FlakyClient(failures=4)
+    recorder = Recorder(client, "run0", str(tmp_path))
+    recorder.log_metrics({"a": 1.0}, step=1)  # refused: spooled
+    recorder.log_metrics({"a": 2.0}, step=2)  # refused: spooled behind the first
+    recorder.terminate()                       # refused
+    assert recorder.pending() == 3
+    assert not recorder.flush()                # one try, refused
+    assert recorder.flush(timeout_s=5, interval_s=0.01)
+    assert client.batches == [[("a", 1)], [("a", 2)]] and client.terminated == ["FINISHED"]
+    assert recorder.pending() == 0 and not os.path.exists(recorder.spool_path)
+    assert recorder.flush()  # nothing left: nothing is sent twice
+    assert client.batches == [[("a", 1)], [("a", 2)]]
+
+
+@pytest.mark.parametrize("storage, expected", [
+    ("/shared/ray", "/shared/ray/mlflow_spool"),
+    ("s3://bucket/ray", os.path.abspath(DEFAULT_SPOOL)),
+])
+def test_sweep_spool_is_beside_shared_storage_or_node_local(storage, expected):
+    assert _spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=storage))) == expected
+
+
+def test_report_sync_looks_where_train_and_sweep_spool_by_default():
+    assert os.path.join(RayConfig(address=None).storage_path, "mlflow_spool") in DEFAULT_SPOOLS
+    assert DEFAULT_SPOOL in DEFAULT_SPOOLS
