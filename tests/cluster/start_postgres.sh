@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts Debian's PostgreSQL (installing it if needed) with a database for MLflow's backend, like the compose
 # stack's postgres service, and prints the URI for BAP_TEST_POSTGRES_URI (tests/cluster use it). Needs root,
-# as CI has. Safe to run again: it reuses the cluster and recreates the database.
+# as CI has. Safe to run again: it reuses the cluster and recreates the database (closing any open session).
 #   export BAP_TEST_POSTGRES_URI=$(bash tests/cluster/start_postgres.sh)
 set -euo pipefail
 
@@ -25,7 +25,7 @@ fi
 # A password made here, for this run only: nothing secret is stored in the repository.
 password=$(python3 -c "import secrets; print(secrets.token_hex(16))")
 PGOPTIONS="--client-min-messages=warning" runuser -u postgres -- psql -q -p "$port" -v ON_ERROR_STOP=1 >&2 <<SQL
-DROP DATABASE IF EXISTS $DB;
+DROP DATABASE IF EXISTS $DB WITH (FORCE);
 DROP ROLE IF EXISTS $ROLE;
 CREATE ROLE $ROLE LOGIN PASSWORD '$password';
 CREATE DATABASE $DB OWNER $ROLE;
