@@ -9,8 +9,6 @@ row whose MACs ratio is <= 0.5, latency ratio <= MACs ratio + 0.15. The last lin
 
 No training happens: masks are drawn the way BAP training leaves them (domains that share most of their
 channels, each within its budget), since inference speed depends on the kept shapes, not on the weights.
-Rows marked "proposed fix" (full run only) run a prototype of changes proposed for ``bap`` (see
-``apply_proposed_fix``); they are shown for comparison and never enter the RESULT.
 
     python -m benchmarks.pruned_inference            # full run (~5 min on 2 idle cores), rewrites BENCHMARKS.md
     python -m benchmarks.pruned_inference --quick    # under 60 s
@@ -19,7 +17,6 @@ Rows marked "proposed fix" (full run only) run a prototype of changes proposed f
 from __future__ import annotations
 
 import argparse
-import copy
 import gc
 import json
 import os
@@ -38,14 +35,11 @@ if __package__ in (None, ""):  # run as a file: make `benchmarks` and `bap` impo
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch
-import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
 import bap
-from bap.layers import SwitchedConv2d
 from bap.losses import budget_usage, switch_costs
 from bap.models.multidomain import MultiDomainNet
-from bap.models.resnet import BasicBlock, Bottleneck
 from benchmarks._common import (
     REPO_ROOT,
     add_common_args,
@@ -128,68 +122,6 @@ def shared_budget_masks(
     return masks
 
 
-# ---- prototype of the fix proposed for bap (measured here, not applied to bap) -------------------------------
-class _ProposedSwitchedConv2d(SwitchedConv2d):
-    """Fixed switches without the extra pass over the activations: a domain whose mask keeps every (kept) input
-    needs no multiply at all (always so in a single-domain model), and otherwise the mask goes on whichever of
-    weight and input is smaller. ``conv(x * m, W) == conv(x, W * m)`` exactly, since ``m`` is 0 or 1."""
-
-    def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        if self.in_index is not None:
-            x = x.index_select(1, self.in_index)
-        weight = self.weight
-        if self.switched and self.fixed:
-            mask = getattr(self, self._mask_name(domain))
-            if not bool(mask.all()):
-                mask = mask.to(x.dtype)
-                if x.numel() // x.shape[1] >= weight.numel() // weight.shape[1]:  # N*H*W vs C_out*k*k
-                    weight = weight * mask.view(1, -1, 1, 1)
-                else:
-                    x = x * mask.view(1, -1, 1, 1)
-        return F.conv2d(x, weight, None, self.stride, self.padding)
-
-
-class _ProposedBasicBlock(BasicBlock):
-    """In-place ReLU and residual add (as torchvision does): two fewer fresh activation buffers per block."""
-
-    def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        out = F.relu_(self.bn1(self.conv1(x, domain), domain))
-        out = self.bn2(self.conv2(out, domain), domain)
-        out += self.shortcut(x)
-        return F.relu_(out)
-
-
-class _ProposedBottleneck(Bottleneck):
-    def forward(self, x: torch.Tensor, domain: str) -> torch.Tensor:
-        out = F.relu_(self.bn1(self.conv1(x, domain), domain))
-        out = F.relu_(self.bn2(self.conv2(out, domain), domain))
-        out = self.bn3(self.conv3(out, domain), domain)
-        out += self.downsample(x, domain) if self.downsample is not None else x
-        return F.relu_(out)
-
-
-_PROPOSED = {BasicBlock: _ProposedBasicBlock, Bottleneck: _ProposedBottleneck}
-
-
-def apply_proposed_fix(model: MultiDomainNet) -> MultiDomainNet:
-    """A copy of a materialized ``model`` running the proposed forward passes (same weights, same logits)."""
-    model = copy.deepcopy(model)
-    for module in model.modules():
-        if isinstance(module, SwitchedConv2d) and module.fixed:
-            module.__class__ = _ProposedSwitchedConv2d
-        elif type(module) in _PROPOSED:
-            module.__class__ = _PROPOSED[type(module)]
-    return model
-
-
-@torch.inference_mode()
-def _check_same_logits(modules: dict[str, MultiDomainNet], fixed: dict[int, MultiDomainNet], size: int) -> None:
-    """The prototype must compute what the library computes, or its timings mean nothing."""
-    x = torch.randn(2, 3, size, size)
-    for domain, module in modules.items():
-        torch.testing.assert_close(fixed[id(module)](x, domain), module(x, domain), rtol=1e-4, atol=1e-4)
-
-
 # ---- models under test -----------------------------------------------------------------------------------------
 @dataclass
 class Variant:
@@ -201,7 +133,6 @@ class Variant:
     macs_ratio: float
     params_ratio: float
     usage: Optional[float] = None  # mean B_d (params unit) of the domains' masks
-    proposed: bool = False
     path: str = ""  # the first domain's module, saved for the subprocess workers
     times: dict[int, list[float]] = field(default_factory=dict)
     fault_bytes: dict[int, float] = field(default_factory=dict)  # freshly faulted-in memory per pass (CPU)
@@ -209,8 +140,7 @@ class Variant:
 
     @property
     def label(self) -> str:
-        name = {"backbone": "backbone (unpruned)", "union": "union, all domains", "single": "single domain"}[self.kind]
-        return name + (", proposed fix*" if self.proposed else "")
+        return {"backbone": "backbone (unpruned)", "union": "union, all domains", "single": "single domain"}[self.kind]
 
     @property
     def first(self) -> tuple[str, MultiDomainNet]:
@@ -248,9 +178,6 @@ def build_variants(setting: Setting, args: argparse.Namespace) -> list[Variant]:
         return counts.macs_mean / reference.macs_mean, counts.params / reference.params
 
     variants = [Variant("backbone", None, {"backbone": backbone}, *ratios(backbone))]
-    if args.proposed and not args.quick:  # the in-place part of the fix speeds up the backbone too; see table_rows
-        variants.append(Variant("backbone", None, {"backbone": apply_proposed_fix(backbone)}, 1.0, 1.0,
-                                proposed=True))
     for budget in args.budgets:
         masks = shared_budget_masks(model, budget, args.domain_fraction, generator)
         model.set_masks(masks)
@@ -262,11 +189,6 @@ def build_variants(setting: Setting, args: argparse.Namespace) -> list[Variant]:
         for kind, modules in kinds:
             macs, params = zip(*(ratios(m) for m in {id(m): m for m in modules.values()}.values()))
             variants.append(Variant(kind, budget, modules, statistics.mean(macs), statistics.mean(params), usage))
-            if args.proposed and not args.quick and budget <= TARGET_MACS_RATIO:
-                fixed = {id(m): apply_proposed_fix(m) for m in modules.values()}
-                _check_same_logits(modules, fixed, setting.size)
-                variants.append(Variant(kind, budget, {d: fixed[id(m)] for d, m in modules.items()},
-                                        variants[-1].macs_ratio, variants[-1].params_ratio, usage, proposed=True))
     return variants
 
 
@@ -318,14 +240,9 @@ def _worker(args: list[str], env: dict[str, str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _load(path: str, proposed: bool) -> MultiDomainNet:
-    model = bap.load(path).eval()
-    return apply_proposed_fix(model) if proposed else model
-
-
 @torch.inference_mode()
 def memory_worker(specs: list[str], size: int, batches: list[int]) -> list[dict[int, int]]:
-    """Peak RSS increase (bytes) of one forward pass per ``path:domain:proposed`` model and batch size.
+    """Peak RSS increase (bytes) of one forward pass per ``path:domain`` model and batch size.
 
     Models are loaded one at a time; each pass follows a warm-up pass of the same shape (so library caches and
     oneDNN primitives already exist) and the high-water mark is reset right before it. With the fixed mmap
@@ -333,8 +250,8 @@ def memory_worker(specs: list[str], size: int, batches: list[int]) -> list[dict[
     """
     results = []
     for spec in specs:
-        path, domain, proposed = spec.rsplit(":", 2)
-        module = _load(path, proposed == "1")
+        path, domain = spec.rsplit(":", 1)
+        module = bap.load(path).eval()
         result = {}
         for batch in batches:
             x = torch.randn(batch, 3, size, size)
@@ -354,7 +271,7 @@ def memory_worker(specs: list[str], size: int, batches: list[int]) -> list[dict[
 
 def measure_cpu_memory(variants: list[Variant], setting: Setting) -> None:
     """All models of a table in one fresh process (see ``memory_worker``), away from the timing process's heap."""
-    specs = [f"{v.path}:{v.first[0]}:{int(v.proposed)}" for v in variants]
+    specs = [f"{v.path}:{v.first[0]}" for v in variants]
     peaks = _worker(["--memory-worker", *specs, "--size", str(setting.size),
                      "--batches", ",".join(map(str, setting.batches))], MEMORY_ENV)
     for variant, peak in zip(variants, peaks):
@@ -381,7 +298,7 @@ def measure_cuda_memory(variants: list[Variant], setting: Setting, device: torch
 @torch.inference_mode()
 def profile_worker(specs: list[str], size: int, batch: int, repeats: int) -> dict:
     """Median wall time (s) and per-op self CPU time (ms per forward) of each ``path:domain`` model."""
-    models = [(_load(path, False), domain) for path, domain in (s.rsplit(":", 1) for s in specs)]
+    models = [(bap.load(path).eval(), domain) for path, domain in (s.rsplit(":", 1) for s in specs)]
     x = torch.randn(batch, 3, size, size)
     fns = {str(i): (lambda m=m, d=d: m(x, d)) for i, (m, d) in enumerate(models)}
     wall = interleaved_times(fns, repeats=repeats, warmup=1, min_cpu_share=0.85, max_discarded=2 * repeats,
@@ -416,16 +333,15 @@ def profile_pair(base: Variant, pruned: Variant, setting: Setting, allocator_che
 
 # ---- report ----------------------------------------------------------------------------------------------------
 def table_rows(variants: list[Variant], setting: Setting) -> list[dict]:
-    """Ratios are against the backbone row, or for proposed-fix rows against the backbone with the same fix."""
-    backbones = {v.proposed: v for v in variants if v.kind == "backbone"}
+    """Ratios are against the backbone row."""
+    base = next(v for v in variants if v.kind == "backbone")
     large = setting.batches[-1]
     rows = []
     for variant in variants:
-        base = backbones[variant.proposed]
         row = {
             "model": variant.label, "budget": variant.budget, "B_d": variant.usage,
             "MACs ratio": variant.macs_ratio, "params ratio": variant.params_ratio,
-            "weights MiB": weight_bytes(variant.first[1]) / MIB, "proposed": variant.proposed,
+            "weights MiB": weight_bytes(variant.first[1]) / MIB,
         }
         for batch in setting.batches:
             ms = statistics.median(variant.times[batch]) * 1e3
@@ -453,11 +369,11 @@ def columns_of(setting: Setting) -> tuple[list[str], dict[str, str]]:
 
 def target_rows(results: list[tuple[Setting, list[dict], dict]]) -> list[tuple[Setting, dict]]:
     return [(s, r) for s, rows, _ in results if TARGET_BATCH in s.batches
-            for r in rows if r["MACs ratio"] <= TARGET_MACS_RATIO and not r["proposed"]]
+            for r in rows if r["MACs ratio"] <= TARGET_MACS_RATIO]
 
 
 def worst_excess(results: list[tuple[Setting, list[dict], dict]]) -> Optional[float]:
-    """Worst (batch-64 latency ratio - MACs ratio) over library rows with MACs ratio <= 0.5; None if none."""
+    """Worst (batch-64 latency ratio - MACs ratio) over rows with MACs ratio <= 0.5; None if none."""
     excesses = [row[f"b{TARGET_BATCH} ratio"] - row["MACs ratio"] for _, row in target_rows(results)]
     return max(excesses) if excesses else None
 
@@ -520,33 +436,22 @@ def reading(results: dict[str, list[tuple[Setting, list[dict], dict]]], excess: 
         lines.append(f"- Target at CPU batch {TARGET_BATCH} (latency ratio <= MACs ratio + {TARGET_EXCESS} where "
                      f"MACs ratio <= {TARGET_MACS_RATIO}) {verdict}, worst {excess:+.4f}. Rows: {listed}. Run-to-run "
                      f"noise: the backbone's batch-{TARGET_BATCH} passes spread over {noise}.")
-    proposed = [(s, r) for s, rows, _ in results["cpu"] for r in rows
-                 if r["proposed"] and r["budget"] is not None and TARGET_BATCH in s.batches]
-    if proposed:
-        listed = "; ".join(f"{r['model'].split(',')[0]} {r['budget']:g}: {r[f'b{TARGET_BATCH} ratio']:.3f} "
-                           f"({r[f'b{TARGET_BATCH} ratio'] - r['MACs ratio']:+.3f})" for _, r in proposed)
-        lines.append(f"- *Proposed fix (prototype in this script, not in `bap`; logits checked equal): fixed switches "
-                     f"skip the mask when it keeps every input and otherwise mask the smaller of weight and input; "
-                     f"in-place ReLU and residual add. Its ratios are against the backbone with the same fix (the "
-                     f"in-place part speeds up the backbone too). Batch-{TARGET_BATCH} latency ratios: {listed}.")
     for label, pair in profiles.items():
         lines.append(_profile_reading(label, pair))
     lines += [
         "- Why latency falls slower than MACs: input-channel pruning keeps the residual stream at full width "
-        "(METHOD 4.4), so the BN after each block's last conv, the residual add, the ReLU on the stream, the "
-        "shortcut's avg-pool/zero-pad (ResNet-26) or downsample output (ResNet-50), the stem and its max-pool cost "
-        "about what they cost in the backbone: a floor of memory-bound ops that MACs do not see. Convolutions with "
-        "few inputs but a full-width output (a block's last conv) run at a lower MAC rate, since writing the output "
-        "does not shrink, and channel counts that are not multiples of 16 leave AVX-512 lanes idle, which is why the "
-        "single-domain models (90% of the union's channels, lower MACs) are little or not faster than the union "
-        "models. "
-        "The gather (`index_select`) and the per-domain mask multiply are small in op time, but each allocates a "
-        "fresh activation buffer: at budget 1.0 the union model (no channel removed, masks still multiplied) is "
-        "slower than the backbone and page-faults more memory per pass (`faults MiB`).",
-        "- Batch-1 ratios are well above batch-64 ones: per-op overhead (Python, dispatch, oneDNN primitive "
-        "selection) does not shrink with channels. Peak memory falls much less than MACs because the largest "
-        "activations (stem output, first-stage residual stream) are never pruned; the in-place ReLU/add of the "
-        "proposed fix lowers it.",
+        "(METHOD 4.4), so the residual add, the ReLU on the stream, the shortcut's avg-pool (ResNet-26) or "
+        "downsample output (ResNet-50), the stem and its max-pool cost about what they cost in the backbone: a floor "
+        "of memory-bound ops that MACs do not see. Convolutions with few inputs but a full-width output (a block's "
+        "last conv) run at a lower MAC rate, since writing the output does not shrink, and channel counts that are "
+        "not multiples of 16 leave vector lanes idle. `bap` keeps that floor low: in eval mode each BN is folded "
+        "into its conv's weight and bias (together with the domain's mask, one pass over the small weight tensor), "
+        "ReLU and the residual add run in place, the zero-padded shortcut adds into the first channels instead of "
+        "allocating the padded tensor, and switches that every served domain keeps on are dropped at "
+        "materialization (a single-domain model has none).",
+        "- Batch-1 ratios are above batch-64 ones: per-op overhead (Python, dispatch, oneDNN primitive selection) "
+        "does not shrink with channels. Peak memory falls much less than MACs because the largest activations (stem "
+        "output, first-stage residual stream) are never pruned.",
         "- The memory page-faulted per pass depends on glibc's heap history more than on the model's size (the "
         "`faults MiB` column does not fall steadily with the budget), one reason why CPU ratios move by a few "
         "hundredths from run to run; the allocator check under each profile shows the wall ratio when glibc keeps "
@@ -589,7 +494,7 @@ def section_body(args: argparse.Namespace, info: dict, results: dict, excess: Op
     verdict = "no rows qualify" if excess is None else (
         f"{excess:+.4f}, target {'met' if excess <= TARGET_EXCESS else 'missed'}")
     parts += [
-        f"**RESULT {RESULT_NAME}** (worst CPU batch-{TARGET_BATCH} latency ratio - MACs ratio over library rows "
+        f"**RESULT {RESULT_NAME}** (worst CPU batch-{TARGET_BATCH} latency ratio - MACs ratio over rows "
         f"with MACs ratio <= {TARGET_MACS_RATIO}; target <= {TARGET_EXCESS}): {verdict}", "",
         "Columns: `budget` per domain; `B_d` the domains' mean budget usage (params unit, METHOD 2); `MACs ratio` and "
         "`params ratio` from `bap.count` over `bap.reference_counts` (the union model's params include every "
@@ -620,8 +525,6 @@ def parse_args(argv: Optional[list[str]] = None) -> argparse.Namespace:
                         help="fraction of the shared channel pool that each domain switches on")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-single", action="store_true", help="skip the single-domain models")
-    parser.add_argument("--no-proposed", dest="proposed", action="store_false",
-                        help="skip the rows that prototype the fix proposed for bap")
     parser.add_argument("--no-cuda", action="store_true", help="CPU only even when a CUDA device is present")
     parser.add_argument("--min-cpu-share", type=float, default=0.85,
                         help="discard and rerun a timed CPU round in which this process got less than this share of "
@@ -664,7 +567,7 @@ def run_device(settings: tuple[Setting, ...], device: torch.device, args: argpar
         else:
             measure_cpu_memory(variants, setting)
             stages["memory"] = time.perf_counter()
-            lowest = min((v for v in variants if v.kind == "union" and not v.proposed), key=lambda v: v.budget)
+            lowest = min((v for v in variants if v.kind == "union"), key=lambda v: v.budget)
             profiles[f"{setting.label}, batch {setting.batches[-1]}, union model at budget {lowest.budget:g}"] = (
                 profile_pair(variants[0], lowest, setting, allocator_check=not args.quick))
             stages["profile"] = time.perf_counter()

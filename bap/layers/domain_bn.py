@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Iterable
 
+import torch
 from torch import Tensor, nn
 
 
@@ -21,6 +22,17 @@ class DomainBatchNorm2d(nn.Module):
         if self.num_features == 0:
             return x  # all channels pruned; BatchNorm2d cannot run on zero channels
         return self.bns[domain](x)
+
+    def eval_affine(self, domain: str) -> tuple[Tensor, Tensor] | None:
+        """(scale, shift) with ``bn(x) == x * scale + shift`` per channel, or None while BN uses batch statistics."""
+        bn = self.bns[domain]
+        if bn.training or bn.running_mean is None or self.num_features == 0:
+            return None
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = scale * bn.weight
+        shift = -bn.running_mean * scale
+        return scale, shift if bn.bias is None else shift + bn.bias
 
 
 class DomainHeads(nn.Module):

@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bap.layers.domain_bn import DomainBatchNorm2d
+
 
 def binarize(latent: Tensor, threshold: float) -> Tensor:
     """Binary mask ``latent > threshold`` whose gradient passes straight through (dm/dz = 1)."""
@@ -137,19 +139,37 @@ class SwitchedConv2d(nn.Module):
 
         return out(height), out(width)
 
-    def forward(self, x: Tensor, domain: str) -> Tensor:
+    def forward(self, x: Tensor, domain: str, scale: Tensor | None = None, shift: Tensor | None = None) -> Tensor:
+        """``conv2d(x * m_d, W)``; with ``scale`` and ``shift`` (one value per filter) ``* scale + shift`` as well,
+        which is how an eval-mode BatchNorm is folded in (see ``conv_bn``)."""
         if self.in_index is not None:
             x = x.index_select(1, self.in_index)
         if self.weight.numel() == 0:
             # Every input (or every filter) was pruned away: the conv contributes exactly zero.
-            return x.new_zeros(x.shape[0], self.out_channels, *self.output_size(*x.shape[-2:]))
-        if not self.switched:
-            return F.conv2d(x, self.weight.to(x.dtype), None, self.stride, self.padding)
-        if not self.fixed and torch.is_grad_enabled():
-            return _SwitchedConv.apply(x, self.latent[domain], self.weight, self.threshold, self.stride, self.padding)
-        # conv(x * m, W) == conv(x, W * m); masking the weight is the cheaper of the two.
-        weight = self.weight * self.mask(domain).detach().view(1, -1, 1, 1)
-        return F.conv2d(x, weight.to(x.dtype), None, self.stride, self.padding)
+            out = x.new_zeros(x.shape[0], self.out_channels, *self.output_size(*x.shape[-2:]))
+            return out if shift is None else out + shift.to(out.dtype).view(1, -1, 1, 1)
+        if self.switched and not self.fixed and torch.is_grad_enabled():
+            out = _SwitchedConv.apply(x, self.latent[domain], self.weight, self.threshold, self.stride, self.padding)
+            if scale is None:
+                return out
+            return torch.addcmul(shift.to(out.dtype).view(1, -1, 1, 1), out, scale.to(out.dtype).view(1, -1, 1, 1))
+        # conv(x * m, W) == conv(x, W * m): masking (and scaling) the weight is cheaper than the activations.
+        factor = None
+        if self.switched:
+            factor = self.mask(domain).detach().view(1, -1)
+        if scale is not None:
+            factor = scale.view(-1, 1) if factor is None else scale.view(-1, 1) * factor
+        weight = self.weight if factor is None else self.weight * factor.view(*factor.shape, 1, 1)
+        bias = None if shift is None else shift.to(x.dtype)
+        return F.conv2d(x, weight.to(x.dtype), bias, self.stride, self.padding)
+
+    def folds_cheaply(self, x: Tensor) -> bool:
+        """Whether folding a BN into this conv costs less than a BN pass over its output: a switched conv scales
+        its weight anyway; otherwise the weight (one pass) must be smaller than the output."""
+        if self.switched:
+            return True
+        out_h, out_w = self.output_size(*x.shape[-2:])
+        return x.shape[0] * out_h * out_w >= self.in_channels * self.kernel_size**2
 
     def extra_repr(self) -> str:
         mode = "off" if not self.switched else ("fixed" if self.fixed else "trainable")
@@ -162,3 +182,12 @@ class SwitchedConv2d(nn.Module):
 
 def masks_of(conv: SwitchedConv2d) -> Mapping[str, Tensor]:
     return {d: conv.hard_mask(d) for d in conv.domains}
+
+
+def conv_bn(conv: SwitchedConv2d, bn: DomainBatchNorm2d, x: Tensor, domain: str) -> Tensor:
+    """``bn(conv(x, domain), domain)``. In eval mode BN is an affine map per channel, folded into the conv's
+    weight and bias when that is cheaper: one conv instead of a conv and another pass over its output."""
+    affine = bn.eval_affine(domain)
+    if affine is None or not conv.folds_cheaply(x):
+        return bn(conv(x, domain), domain)
+    return conv(x, domain, *affine)

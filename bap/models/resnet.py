@@ -11,7 +11,7 @@ from typing import Any, Mapping, Sequence
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bap.layers import DomainBatchNorm2d, DomainHeads, SwitchedConv2d
+from bap.layers import DomainBatchNorm2d, DomainHeads, SwitchedConv2d, conv_bn
 from bap.models.multidomain import MultiDomainNet
 
 
@@ -46,20 +46,20 @@ class BasicBlock(nn.Module):
         self.conv2 = make_conv(f"{prefix}.conv2", planes, planes, 3)
         self.bn2 = DomainBatchNorm2d(planes, domains)
         # Rebuffi's parameter-free shortcut: average-pool the spatial size, zero-pad the new channels.
-        self.pad_channels = planes - c_in
         self.pool = stride != 1
 
-    def shortcut(self, x: Tensor) -> Tensor:
+    def add_shortcut_(self, out: Tensor, x: Tensor) -> Tensor:
         if self.pool:
             x = F.avg_pool2d(x, 2)
-        if self.pad_channels:
-            x = F.pad(x, (0, 0, 0, 0, 0, self.pad_channels))
-        return x
+        # Adding into the first channels is the zero padding, without allocating the padded tensor.
+        out[:, : x.shape[1]] += x
+        return out
 
     def forward(self, x: Tensor, domain: str) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x, domain), domain))
-        out = self.bn2(self.conv2(out, domain), domain)
-        return F.relu(out + self.shortcut(x))
+        # In-place ReLU and add on tensors this block created (as torchvision does): fewer full-size allocations.
+        out = conv_bn(self.conv1, self.bn1, x, domain).relu_()
+        out = conv_bn(self.conv2, self.bn2, out, domain)
+        return self.add_shortcut_(out, x).relu_()
 
 
 class Downsample(nn.Module):
@@ -71,8 +71,7 @@ class Downsample(nn.Module):
         self.add_module("1", DomainBatchNorm2d(c_out, make_conv.domains))
 
     def forward(self, x: Tensor, domain: str) -> Tensor:
-        conv, bn = self._modules["0"], self._modules["1"]
-        return bn(conv(x, domain), domain)
+        return conv_bn(self._modules["0"], self._modules["1"], x, domain)
 
 
 class Bottleneck(nn.Module):
@@ -97,11 +96,11 @@ class Bottleneck(nn.Module):
         )
 
     def forward(self, x: Tensor, domain: str) -> Tensor:
-        out = F.relu(self.bn1(self.conv1(x, domain), domain))
-        out = F.relu(self.bn2(self.conv2(out, domain), domain))
-        out = self.bn3(self.conv3(out, domain), domain)
-        identity = self.downsample(x, domain) if self.downsample is not None else x
-        return F.relu(out + identity)
+        out = conv_bn(self.conv1, self.bn1, x, domain).relu_()
+        out = conv_bn(self.conv2, self.bn2, out, domain).relu_()
+        out = conv_bn(self.conv3, self.bn3, out, domain)
+        out += self.downsample(x, domain) if self.downsample is not None else x
+        return out.relu_()
 
 
 class ResNet(MultiDomainNet):
@@ -145,12 +144,12 @@ class ResNet(MultiDomainNet):
         return links
 
     def forward_features(self, x: Tensor, domain: str) -> Tensor:
-        x = F.relu(self.bn1(self.conv1(x, domain), domain))
+        x = conv_bn(self.conv1, self.bn1, x, domain).relu_()
         if self.stem_pool:
             x = F.max_pool2d(x, 3, 2, 1)
         for stage in self.stages:
             for block in getattr(self, stage):
                 x = block(x, domain)
         if self.head_bn is not None:
-            x = F.relu(self.head_bn(x, domain))
+            x = self.head_bn(x, domain).relu_()
         return x.mean(dim=(2, 3))

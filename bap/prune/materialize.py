@@ -56,7 +56,10 @@ def _sliced_conv(
         # keep_in is sorted and unique, so keeping every input needs no gather.
         if gather and keep_in.numel() != conv.in_channels:
             in_index = keep_in if in_index is None else in_index.index_select(0, keep_in)
-    switched = conv.switched and masks is not None
+    if masks is not None and keep_in is not None:
+        masks = {d: masks[d].index_select(0, keep_in) for d in domains}
+    # Switches every domain keeps on over the kept inputs select nothing: drop them (no mask to apply).
+    switched = conv.switched and masks is not None and not all(bool(masks[d].all()) for d in domains)
     new = SwitchedConv2d(
         weight.shape[1], weight.shape[0], conv.kernel_size, conv.stride, conv.padding,
         domains=domains if switched else (), switched=switched, threshold=conv.threshold, fixed=True,
@@ -66,8 +69,7 @@ def _sliced_conv(
         new.weight = nn.Parameter(weight.clone(), requires_grad=False)
     if switched:
         for domain in domains:
-            mask = masks[domain]
-            new.set_mask(domain, mask if keep_in is None else mask.index_select(0, keep_in), init=0.0)
+            new.set_mask(domain, masks[domain], init=0.0)
     return new
 
 

@@ -59,6 +59,7 @@ def test_single_domain_model_is_smallest_and_exact(name):
     for d in model.domains:
         single = materialize(model, domain=d)
         assert single.domains == [d]
+        assert not single.switched_convs()  # the one domain uses every kept input: nothing left to switch
         assert_same_logits(model, single, [d], SIZE[name])
         assert count(single, (SIZE[name],) * 2).conv_params < union.conv_params
         with pytest.raises(KeyError):
@@ -70,6 +71,7 @@ def test_all_switches_on_keeps_every_weight():
     pruned = materialize(model)
     assert count(pruned, (32, 32)).conv_params == count(model, (32, 32)).conv_params
     assert all(c.in_index is None for c in pruned.convs().values())
+    assert not pruned.switched_convs()  # switches every domain keeps on are dropped
     assert_same_logits(model, pruned, model.domains, 32)
 
 

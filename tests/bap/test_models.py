@@ -79,7 +79,10 @@ def test_resnet50_loads_torchvision_state_dict(tmp_path):
     model.fc.heads["imagenet"].load_state_dict(reference.fc.state_dict())
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
-        assert torch.allclose(model(x, "imagenet"), reference(x), atol=1e-4)
+        expected = reference(x)
+        # eval folds BN into the convs: the same maths rounded in another order, so the tolerance scales with
+        # the logits (~100 here, after 50 layers of randomized BN)
+        torch.testing.assert_close(model(x, "imagenet"), expected, rtol=0, atol=1e-5 * expected.abs().max().item())
     # both domains start from the pretrained BN
     assert torch.equal(model.layer1[0].bn1.bns["other"].running_var, reference.layer1[0].bn1.running_var)
 

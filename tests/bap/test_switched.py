@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bap.layers import SwitchedConv2d, binarize
+from bap.layers import DomainBatchNorm2d, SwitchedConv2d, binarize, conv_bn
 
 
 def test_binarize_is_hard_forward_and_identity_backward():
@@ -78,3 +78,59 @@ def test_fused_switched_conv_matches_autograd_reference():
     torch.testing.assert_close(fused_latent, conv.latent["a"].grad)
     assert fused_x[:, 1].abs().sum() == 0  # switched-off inputs get no gradient...
     assert fused_latent[1] != 0  # ...but their switches do, so they can turn back on
+
+
+def _domain_bn(channels, domain):
+    bn = DomainBatchNorm2d(channels, [domain])
+    with torch.no_grad():
+        inner = bn.bns[domain]
+        inner.running_mean.normal_()
+        inner.running_var.uniform_(0.5, 2.0)
+        inner.weight.normal_()
+        inner.bias.normal_()
+    return bn
+
+
+@pytest.mark.parametrize("mode", ["unswitched", "fixed", "trainable"])
+@pytest.mark.parametrize("batch", [1, 16])  # unswitched: batch 1 keeps BN apart (cheaper), batch 16 folds it
+@pytest.mark.parametrize("grad", [False, True])
+def test_conv_bn_in_eval_equals_bn_after_conv(mode, batch, grad):
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(8, 6, 3, padding=1, domains=["a"], switched=mode != "unswitched", fixed=mode == "fixed")
+    if mode != "unswitched":
+        conv.set_mask("a", torch.tensor([True, False, True, True, False, True, True, False]), init=1e-2)
+    bn = _domain_bn(6, "a").eval()
+    x = torch.randn(batch, 8, 5, 5)
+    with torch.set_grad_enabled(grad):
+        torch.testing.assert_close(conv_bn(conv, bn, x, "a"), bn(conv(x, "a"), "a"), rtol=1e-5, atol=1e-5)
+    assert conv.folds_cheaply(x) == (mode != "unswitched" or batch == 16)
+
+
+def test_conv_bn_gradients_reach_bn_and_switches_when_folded():
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(4, 3, 3, padding=1, domains=["a"])
+    bn = _domain_bn(3, "a").eval()
+    x = torch.randn(2, 4, 5, 5)
+    conv_bn(conv, bn, x, "a").square().sum().backward()
+    folded = [p.grad.clone() for p in (bn.bns["a"].weight, bn.bns["a"].bias, conv.latent["a"])]
+    for p in (bn.bns["a"].weight, bn.bns["a"].bias, conv.latent["a"]):
+        p.grad = None
+    bn(conv(x, "a"), "a").square().sum().backward()
+    for got, p in zip(folded, (bn.bns["a"].weight, bn.bns["a"].bias, conv.latent["a"])):
+        torch.testing.assert_close(got, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_conv_bn_in_training_uses_batch_statistics():
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(4, 3, 3, padding=1, domains=["a"], switched=False)
+    bn = _domain_bn(3, "a").train()
+    out = conv_bn(conv, bn, torch.randn(8, 4, 5, 5) * 3 + 2, "a")
+    # batch statistics normalise each channel to the BN's bias on average
+    torch.testing.assert_close(out.mean(dim=(0, 2, 3)), bn.bns["a"].bias.detach(), rtol=0, atol=1e-5)
+
+
+def test_conv_bn_with_no_inputs_gives_the_bn_shift():
+    conv = SwitchedConv2d(0, 3, 3, padding=1, domains=["a"], fixed=True)
+    bn = _domain_bn(3, "a").eval()
+    x = torch.randn(2, 0, 4, 4)
+    torch.testing.assert_close(conv_bn(conv, bn, x, "a"), bn(conv(x, "a"), "a"))
