@@ -90,6 +90,7 @@ def test_postgres_backs_mlflow_with_proxied_artifacts(compose):
     assert "mlflow:5000" in flag(argv, "--allowed-hosts").split(",")  # the Host header of the containers
     uri = server["environment"]["MLFLOW_BACKEND_STORE_URI"]
     assert uri == "postgresql+psycopg2://mlflow:pw@postgres:5432/mlflow"
+    assert server["environment"]["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert server["depends_on"] == {"postgres": {"condition": "service_healthy"}}
     assert healthcheck_argv(server)[-1].endswith("r.urlopen('http://localhost:5000/health', timeout=5)")
 
