@@ -10,16 +10,16 @@ Checks the core library's acceptance criteria and writes the table to BENCHMARKS
 from __future__ import annotations
 
 import argparse
-import os
 import time
 
 import torch
 
-from bap import ExperimentConfig, PretrainConfig, pretrain, train
-from bap.config import BudgetConfig, DataConfig, ModelConfig, SharingConfig, TrainConfig
-from bap.data import build_domains, build_source
+from bap import train
+from bap.config import DataConfig, SharingConfig
+from bap.data import build_domains
 from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
                                 print_result, update_section)
+from benchmarks._training import experiment_config, pretrained_backbone, settings
 
 # (budget, sharing loss, sharing weight): the acceptance runs at the default weight, then the weight study
 # behind that default.
@@ -28,37 +28,20 @@ DEFAULT_WEIGHT = SharingConfig().weight
 RUNS = [(1.0, "jaccard", DEFAULT_WEIGHT, 0), (0.25, "jaccard", DEFAULT_WEIGHT, 0)]
 RUNS += [(0.5, sharing, DEFAULT_WEIGHT, seed) for seed in (0, 1, 2) for sharing in ("jaccard", "none")]
 RUNS += [(0.5, "jaccard", 0.1, 0), (0.5, "jaccard", 1.0, 0)]
-CACHE = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
-
-
-def settings(quick: bool) -> dict:
-    if quick:
-        return dict(width=0.125, pretrain_epochs=2, pretrain_steps=40, epochs=2, steps=10, per_class=30)
-    return dict(width=0.25, pretrain_epochs=10, pretrain_steps=80, epochs=6, steps=30, per_class=60)
 
 
 def main() -> None:
     args = add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args()
     s = settings(args.quick)
     data = DataConfig(train_per_class=s["per_class"])
-    weights = os.path.join(CACHE, f"bench_resnet26_w{s['width']:g}_e{s['pretrain_epochs']}x{s['pretrain_steps']}.pt")
     start = time.perf_counter()
-    if not os.path.isfile(weights):
-        source_acc = pretrain(PretrainConfig(width=s["width"], epochs=s["pretrain_epochs"],
-                                             steps_per_epoch=s["pretrain_steps"], device="cpu"),
-                              build_source(data), weights)
-        print(f"pretrained the backbone on the source domain: val top-1 {source_acc:.1f}%")
+    weights = pretrained_backbone(s, data)
     domains = build_domains(data)
     chance = sum(100 / d.num_classes for d in domains.values()) / len(domains)
 
     rows = []
     for budget, sharing, weight, seed in RUNS:
-        cfg = ExperimentConfig(
-            model=ModelConfig(backbone="resnet26", width=s["width"], weights=weights),
-            budget=BudgetConfig(budget=budget), sharing=SharingConfig(loss=sharing, weight=weight), data=data,
-            train=TrainConfig(epochs=s["epochs"], steps_per_epoch=s["steps"], batch_size=32, lr=0.05, device="cpu",
-                              seed=seed),
-        )
+        cfg = experiment_config(s, weights, data, budget, sharing, weight, seed)
         t = time.perf_counter()
         m = train(cfg, domains=domains).metrics
         usage = max(v for k, v in m.items() if k.startswith("budget_usage/"))

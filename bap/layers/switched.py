@@ -39,8 +39,9 @@ class _SwitchedConv(torch.autograd.Function):
         x, mask, weight = ctx.saved_tensors
         # Under autocast the output (and so its gradient) may be half precision while x and W are float.
         grad_in = torch.nn.grad.conv2d_input(x.shape, weight.to(grad_out.dtype), grad_out, ctx.stride, ctx.padding)
-        grad_x = (grad_in * mask.to(grad_in.dtype).view(1, -1, 1, 1)).to(x.dtype) if ctx.needs_input_grad[0] else None
         grad_latent = (grad_in.float() * x.float()).sum(dim=(0, 2, 3)) if ctx.needs_input_grad[1] else None
+        # grad_in is ours alone: mask it in place rather than allocate another activation-sized tensor
+        grad_x = grad_in.mul_(mask.to(grad_in.dtype).view(1, -1, 1, 1)).to(x.dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_latent, None, None, None, None
 
 
