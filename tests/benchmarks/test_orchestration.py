@@ -1,0 +1,69 @@
+"""benchmarks/orchestration.py: the call timer, the verdicts on the issue's targets, the tables, arguments."""
+
+import pytest
+
+from benchmarks.orchestration import (Repetition, SweepSummary, breakdown_rows, overhead_verdict, parse_args,
+                                      speed_verdict, timed)
+
+RECORDING = {"checkpoint": 0.2, "mlflow": 0.3}
+
+
+def summary(concurrency=2, overhead_s=2.0, vs_loop=0.55, gap_s=1.5, in_trial_s=1.0):
+    return SweepSummary(concurrency=concurrency, wall_s=80.0, vs_loop=vs_loop, efficiency=0.7,
+                        overhead_s=overhead_s, driver_start_s=5.0, ray_start_s=6.0, tail_s=4.0, gap_s=gap_s,
+                        in_trial_s=in_trial_s)
+
+
+class Counter:
+    def work(self, x):
+        return x * 2
+
+
+def test_timed_adds_call_time_and_restores_the_method():
+    totals = {"work": 0.0}
+    original = Counter.work
+    with timed(Counter, "work", totals, "work"):
+        assert Counter().work(3) == 6
+        assert Counter().work(4) == 8
+    assert Counter.work is original
+    assert totals["work"] > 0.0
+
+
+def test_timed_restores_after_an_error():
+    totals = {"work": 0.0}
+    original = Counter.work
+    with pytest.raises(RuntimeError):
+        with timed(Counter, "work", totals, "work"):
+            raise RuntimeError("boom")
+    assert Counter.work is original
+
+
+def test_overhead_verdict_names_the_largest_part():
+    met = overhead_verdict(summary(overhead_s=2.0), train_s=30.0, recording=RECORDING, data_s=0.1)
+    assert "met" in met and "6.7%" in met and "new worker process" in met
+    missed = overhead_verdict(summary(overhead_s=6.0, gap_s=0.5, in_trial_s=5.0), 30.0, RECORDING, data_s=0.1)
+    assert "missed" in missed and "Tune reports" in missed
+
+
+def test_speed_verdict_gives_the_ideal_ratio():
+    reps = [Repetition(loop_one_thread={"a": 30.0, "b": 30.0}, loop_all_threads_s=40.0)]
+    met = speed_verdict(summary(vs_loop=0.55), reps, cores=2)
+    assert "met" in met and "0.75" in met  # 60 / 2 / 40
+    missed = speed_verdict(summary(vs_loop=0.9), reps, cores=2)
+    assert "missed" in missed and "Once-per-sweep costs are 15.0 s" in missed
+
+
+def test_breakdown_has_one_column_per_sweep():
+    rows = breakdown_rows([summary(2), summary(1, gap_s=None)], train_s=30.0, recording=RECORDING, data_s=0.4)
+    assert rows[0] == {"part": "training of one trial", "2 at once (s)": 30.0, "1 at once (s)": 30.0,
+                       "measured": "bap.train in the loop, 1 thread"}
+    between = next(r for r in rows if r["part"] == "per trial: between trials")
+    assert between["2 at once (s)"] == 1.5 and between["1 at once (s)"] is None
+
+
+def test_arguments():
+    assert parse_args(["--quick", "--output", ""]).repeats == 1
+    assert parse_args([]).repeats == 3 and parse_args(["--repeats", "5"]).repeats == 5
+    with pytest.raises(SystemExit):
+        parse_args(["--repeats", "0"])
+
