@@ -47,7 +47,7 @@ from orchestrator.trainable import record_trial
 # Full: about 30 s of training per trial on one core (the setting), four trials = two waves on 2 cores.
 # Quick: a few seconds per trial, two trials, and no one-at-a-time sweep, to stay under a minute.
 SIZES = {
-    "full": TrialSize(width=0.25, epochs=4, steps_per_epoch=30, batch_size=32, train_per_class=60, val_per_class=30),
+    "full": TrialSize(width=0.25, epochs=4, steps_per_epoch=38, batch_size=32, train_per_class=60, val_per_class=30),
     "quick": TrialSize(width=0.125, epochs=2, steps_per_epoch=3, batch_size=8, train_per_class=8, val_per_class=4),
 }
 OVERHEAD_TARGET = 0.10  # per-trial overhead / trial training time
