@@ -5,7 +5,7 @@ import pytest
 from benchmarks.orchestration import (Repetition, SweepSummary, breakdown_rows, overhead_verdict, parse_args,
                                       speed_verdict, timed)
 
-RECORDING = {"checkpoint": 0.2, "mlflow": 0.3}
+COSTS = {"checkpoint": 0.2, "mlflow": 0.3, "import": 4.0, "data": 0.1}
 
 
 def summary(concurrency=2, overhead_s=2.0, vs_loop=0.55, gap_s=1.5, in_trial_s=1.0):
@@ -39,9 +39,9 @@ def test_timed_restores_after_an_error():
 
 
 def test_overhead_verdict_names_the_largest_part():
-    met = overhead_verdict(summary(overhead_s=2.0), train_s=30.0, recording=RECORDING, data_s=0.1)
+    met = overhead_verdict(summary(overhead_s=2.0), train_s=30.0, costs=COSTS)
     assert "met" in met and "6.7%" in met and "new worker process" in met
-    missed = overhead_verdict(summary(overhead_s=6.0, gap_s=0.5, in_trial_s=5.0), 30.0, RECORDING, data_s=0.1)
+    missed = overhead_verdict(summary(overhead_s=6.0, gap_s=0.5, in_trial_s=5.0), 30.0, COSTS)
     assert "missed" in missed and "Tune reports" in missed
 
 
@@ -54,11 +54,13 @@ def test_speed_verdict_gives_the_ideal_ratio():
 
 
 def test_breakdown_has_one_column_per_sweep():
-    rows = breakdown_rows([summary(2), summary(1, gap_s=None)], train_s=30.0, recording=RECORDING, data_s=0.4)
+    rows = breakdown_rows([summary(2), summary(1, gap_s=None)], train_s=30.0, costs=COSTS)
     assert rows[0] == {"part": "training of one trial", "2 at once (s)": 30.0, "1 at once (s)": 30.0,
                        "measured": "bap.train in the loop, 1 thread"}
     between = next(r for r in rows if r["part"] == "per trial: between trials")
     assert between["2 at once (s)"] == 1.5 and between["1 at once (s)"] is None
+    imports = rows[rows.index(between) + 1]
+    assert imports["part"] == "  of which importing the trainable" and imports["1 at once (s)"] == 4.0
 
 
 def test_arguments():
