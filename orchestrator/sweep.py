@@ -138,6 +138,9 @@ def run_sweep(cfg: SweepConfig):
             param_space={name: tune.grid_search(values) for name, values in sweep_axes(cfg).items()},
             tune_config=tune.TuneConfig(
                 scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
+                # A finished trial's worker takes the next trial: no new process, imports or data build each time
+                # (all trials ask for the same resources, which reuse requires).
+                reuse_actors=True,
                 trial_name_creator=lambda t: trial_name(t.config),
                 trial_dirname_creator=lambda t: f"{trial_name(t.config)}_{t.trial_id}",
             ),

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import importlib
 from types import ModuleType
 
 from bap.config import DataConfig
-from bap.data import decathlon, embedded, imagefolder
 from bap.data.domain import DomainData
 
-_DATASETS: dict[str, ModuleType] = {"embedded": embedded, "decathlon": decathlon, "imagenet_sketch": imagefolder}
+# Imported on first use: the file readers pull in torchvision's transforms (and with them torch._dynamo, ~1 s),
+# which a worker training on the embedded data never needs.
+_DATASETS: dict[str, str] = {
+    "embedded": "bap.data.embedded", "decathlon": "bap.data.decathlon", "imagenet_sketch": "bap.data.imagefolder",
+}
 
 
 def _module(cfg: DataConfig) -> ModuleType:
     if cfg.name not in _DATASETS:
         raise ValueError(f"data.name={cfg.name!r} is not supported; use one of: {', '.join(_DATASETS)}")
-    return _DATASETS[cfg.name]
+    return importlib.import_module(_DATASETS[cfg.name])
 
 
 def list_domains(cfg: DataConfig) -> list[str]:
