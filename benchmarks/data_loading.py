@@ -6,7 +6,9 @@ readers with the paper's train transforms. For each backbone with its data set, 
 - ``step``: the trainer's optimizer step (``Trainer.run_step``: one batch per domain, switches, budget and sharing
   terms) on preloaded batches;
 - ``loader``: the batches of one epoch from ``Trainer.epoch_batches`` (``train_batches`` per domain, a fresh
-  DataLoader per epoch as in training) with 0, 1 and 2 workers, without training;
+  DataLoader per epoch as in training) with 0, 1 and 2 workers, without training; its rate is taken after the
+  first batch, and the start-up (worker processes, first batch) reported apart, since a real epoch of 25 to 500
+  steps pays it once;
 - ``training``: one epoch of loading and stepping together, as ``Trainer.fit`` runs it.
 Training is data-bound when the loader delivers fewer images/s than the step consumes.
 
@@ -43,6 +45,7 @@ WORKERS = tuple(sorted({0, 1, 2, DEFAULT_WORKERS}))
 DECATHLON_SIZES = {"dtd": (96, 72), "svhn": (72, 72)}
 SKETCH_SIZES = {"sketches": (256, 256), "flowers": (256, 256)}
 JPEG_QUALITY = 90
+WARMUP = 1  # untimed rounds before the timed ones
 
 
 @dataclass(frozen=True)
@@ -122,7 +125,7 @@ def settings(quick: bool) -> tuple[list[Setting], int, int]:
     """
     if quick:
         return [Setting("resnet26", 0.25, "decathlon", ("dtd", "svhn"), steps=2, per_class=2),
-                Setting("resnet50", 0.125, "imagenet_sketch", ("sketches", "flowers"), steps=1, per_class=1)], 8, 5
+                Setting("resnet50", 0.125, "imagenet_sketch", ("sketches", "flowers"), steps=2, per_class=1)], 8, 5
     return [Setting("resnet26", 0.25, "decathlon", ("dtd", "svhn"), steps=10, per_class=4),
             Setting("resnet50", 0.25, "imagenet_sketch", ("sketches", "flowers"), steps=3, per_class=1)], 32, 5
 
@@ -139,10 +142,16 @@ def trainer_for(setting: Setting, data: DataConfig, domains: Mapping, batch: int
 
 
 def measure(setting: Setting, data: DataConfig, batch: int, rounds: int) -> dict[str, float]:
-    """Images/s of every function in one interleaved run: step, loader and training at each worker count."""
+    """Medians over ``rounds`` rounds in which every function runs once, interleaved: images/s of the step
+    (``step``), of loading and stepping (``training w``) and of the loader once its first batch is out
+    (``loader w``), and the loader's start-up (``startup w``: seconds from the epoch's start to the first batch
+    of every domain), which an epoch pays once however long it is."""
+    if setting.steps < 2:
+        raise ValueError(f"steps={setting.steps}: the loader's rate after its first batch needs at least 2 steps")
     domains = build_domains(data)
     trainers = {w: trainer_for(setting, data, domains, batch, w) for w in WORKERS}
     preloaded = {d: next(train_batches(domains[d].train, batch, 1, seed=0)) for d in domains}
+    startups: dict[int, list[float]] = {w: [] for w in WORKERS}
 
     def step() -> None:
         for _ in range(setting.steps):
@@ -150,7 +159,11 @@ def measure(setting: Setting, data: DataConfig, batch: int, rounds: int) -> dict
 
     def loader(w: int):
         def run() -> None:
-            for _ in trainers[w].epoch_batches():
+            start = time.perf_counter()
+            batches = trainers[w].epoch_batches()
+            next(batches)
+            startups[w].append(time.perf_counter() - start)
+            for _ in batches:
                 pass
         return run
 
@@ -162,9 +175,16 @@ def measure(setting: Setting, data: DataConfig, batch: int, rounds: int) -> dict
 
     fns = {"step": step, **{f"loader {w}": loader(w) for w in WORKERS},
            **{f"training {w}": training(w) for w in WORKERS}}
-    times = interleaved_times(fns, repeats=rounds, warmup=1)
-    images = setting.steps * len(domains) * batch
-    return {name: images / statistics.median(values) for name, values in times.items()}
+    times = interleaved_times(fns, repeats=rounds, warmup=WARMUP)
+    per_step = len(domains) * batch
+    rates = {name: setting.steps * per_step / statistics.median(times[name])
+             for name in ("step", *(f"training {w}" for w in WORKERS))}
+    for w in WORKERS:
+        startup = startups[w][WARMUP:]  # the warm-up round ran too but is not among the times
+        rates[f"loader {w}"] = statistics.median(
+            (setting.steps - 1) * per_step / (total - first) for total, first in zip(times[f"loader {w}"], startup))
+        rates[f"startup {w}"] = statistics.median(startup)
+    return rates
 
 
 def rows_of(setting: Setting, rates: Mapping[str, float]) -> list[dict]:
@@ -173,7 +193,8 @@ def rows_of(setting: Setting, rates: Mapping[str, float]) -> list[dict]:
     return [{
         "backbone": f"{setting.backbone} w{setting.width:g}", "data": setting.data,
         "workers": f"{w}{' (default)' if w == DEFAULT_WORKERS else ''}", "step img/s": step,
-        "loader img/s": rates[f"loader {w}"], "loader / step": rates[f"loader {w}"] / step,
+        "loader img/s": rates[f"loader {w}"], "loader start-up (ms)": 1e3 * rates[f"startup {w}"],
+        "loader / step": rates[f"loader {w}"] / step,
         "training img/s": rates[f"training {w}"], "training / step": rates[f"training {w}"] / step,
         "data-bound": rates[f"loader {w}"] < step,
     } for w in WORKERS]
@@ -200,7 +221,7 @@ def main() -> None:
             rates = measure(setting, build_data(setting, tmp), batch, rounds)
             rows += rows_of(setting, rates)
             print(rows[-len(WORKERS):], flush=True)
-    formats = {c: ".0f" for c in ("step img/s", "loader img/s", "training img/s")}
+    formats = {c: ".0f" for c in ("step img/s", "loader img/s", "loader start-up (ms)", "training img/s")}
     formats.update({"loader / step": ".2f", "training / step": ".2f"})
     table = markdown_table(rows, list(rows[0]), formats)
     reading = verdict(rows)
@@ -219,7 +240,10 @@ def main() -> None:
 - Settings: {sizes}; batch {batch} per domain, one batch of every domain per step; switched nets with switches
   trained (BAP, budget 0.5, jaccard). One timed unit is one epoch of that many steps: `step` on preloaded batches,
   `loader` the epoch's batches (`Trainer.epoch_batches`, a fresh DataLoader per domain and epoch as in training),
-  `training` both together. Medians of {rounds} rounds after 1 warm-up, all {2 * len(WORKERS) + 1} functions interleaved in one run,
+  `training` both together. `loader img/s` counts the batches after the first one; `loader start-up`: time to the
+  first batch of every domain (worker start included), paid once per epoch. `training img/s` includes that
+  start-up, so with workers it weighs more in these short epochs than in the presets' (25 steps smoke, 500 long).
+  Medians of {rounds} rounds after {WARMUP} warm-up, all {2 * len(WORKERS) + 1} functions interleaved in one run,
   so each ratio is measured side by side. `data-bound`: loader img/s < step img/s. The trainer and all presets
   default to {DEFAULT_WORKERS} workers (`data.num_workers`).
 

@@ -52,10 +52,12 @@ def test_quick_settings_give_every_domain_a_full_batch():
 def test_rows_and_verdict_compare_each_loader_with_the_step():
     setting = dl.Setting("resnet26", 0.25, "decathlon", ("dtd",), steps=2, per_class=1)
     rates = {"step": 100.0, **{f"loader {w}": 50.0 + 100 * w for w in dl.WORKERS},
+             **{f"startup {w}": 0.1 * w for w in dl.WORKERS},
              **{f"training {w}": 80.0 - 10 * w for w in dl.WORKERS}}
     rows = dl.rows_of(setting, rates)
     assert [r["data-bound"] for r in rows] == [True, False, False]
     assert rows[0]["workers"] == "0 (default)" and rows[0]["loader / step"] == 0.5
+    assert rows[2]["loader start-up (ms)"] == 200.0
     text = dl.verdict(rows)
     assert "Data-bound" in text and "workers 0 (default)" in text
     assert "1.67x (resnet26 w0.25, workers 2)" in text  # the step's 100 img/s against training's 60
