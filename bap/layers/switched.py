@@ -28,20 +28,28 @@ class _SwitchedConv(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, latent: Tensor, weight: Tensor, threshold: float, stride: int, padding: int) -> Tensor:
-        mask = (latent > threshold).to(weight.dtype)
+        mask = latent > threshold
         ctx.save_for_backward(x, mask, weight)
         ctx.stride, ctx.padding = stride, padding
-        masked = weight * mask.view(1, -1, 1, 1)
-        return F.conv2d(x, masked.to(x.dtype), None, stride, padding)
+        # weight * bool mask: one op, promoted to the weight's dtype
+        return F.conv2d(x, (weight * mask.view(1, -1, 1, 1)).to(x.dtype), None, stride, padding)
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         x, mask, weight = ctx.saved_tensors
-        # Under autocast the output (and so its gradient) may be half precision while x and W are float.
-        grad_in = torch.nn.grad.conv2d_input(x.shape, weight.to(grad_out.dtype), grad_out, ctx.stride, ctx.padding)
-        grad_latent = (grad_in.float() * x.float()).sum(dim=(0, 2, 3)) if ctx.needs_input_grad[1] else None
+        # Under autocast the output (and so its gradient) may be half precision while x and W are float: the
+        # input gradient needs only x's shape then, as in torch.nn.grad.conv2d_input.
+        shape_of_x = x if x.dtype == grad_out.dtype else grad_out.new_empty(1).expand(x.shape)
+        grad_in = torch.ops.aten.convolution_backward(
+            grad_out, shape_of_x, weight.to(grad_out.dtype), None, (ctx.stride, ctx.stride),
+            (ctx.padding, ctx.padding), (1, 1), False, (0, 0), 1, (True, False, False),
+        )[0]
+        grad_latent = None
+        if ctx.needs_input_grad[1]:
+            product = grad_in * x if grad_in.dtype == x.dtype == torch.float32 else grad_in.float() * x.float()
+            grad_latent = product.sum(dim=(0, 2, 3))
         # grad_in is ours alone: mask it in place rather than allocate another activation-sized tensor
-        grad_x = grad_in.mul_(mask.to(grad_in.dtype).view(1, -1, 1, 1)).to(x.dtype) if ctx.needs_input_grad[0] else None
+        grad_x = grad_in.mul_(mask.view(1, -1, 1, 1)).to(x.dtype) if ctx.needs_input_grad[0] else None
         return grad_x, grad_latent, None, None, None, None
 
 
