@@ -210,7 +210,7 @@ def slot_gaps(spans: Sequence[TrialSpan], concurrency: int) -> list[float]:
 
 def in_trial_overheads(spans: Sequence[TrialSpan], train_s: Mapping[str, float]) -> list[float]:
     """Per trial: its MLflow run's duration minus its training time in the plain loop (checkpoints, Tune
-    reports, MLflow writes, and building the data again in a fresh process)."""
+    reports, MLflow writes, and building the data in a worker's first trial)."""
     return [s.duration - train_s[s.name] for s in spans]
 
 

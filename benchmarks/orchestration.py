@@ -11,8 +11,8 @@ Every repetition runs, in an order that rotates from one repetition to the next:
 all with the same trial configs and seeds (the sweep's own command line, composed here for the loops). It also
 times parts of the overhead alone: the checkpoint and MLflow writes of one trial recorded the way the sweep
 records it (``orchestrator.trainable.record_trial``, wrapping ``CheckpointHook.after_epoch`` and
-``Recorder._write``), and what a trial's new worker process does first (importing the trainable, building the
-data) in a fresh interpreter.
+``Recorder._write``), and what a new worker process does first (importing the trainable, building the
+data; once per worker, since trials reuse workers) in a fresh interpreter.
 Targets (issue #6): per-trial overhead <= 10% of a 30 s trial; 2 trials at once on 2 cores in <= 0.6x the loop's
 time.
 
@@ -226,13 +226,13 @@ def breakdown_rows(sweeps: list[SweepSummary], train_s: float, costs: dict[str, 
         row("once: after the last trial", [s.tail_s for s in sweeps],
             "last trial's run ends -> driver exits (Pareto front, plots, shutdown)"),
         row("per trial: between trials", [s.gap_s for s in sweeps],
-            "a trial's run ends -> the next trial's run starts in its slot (new worker)"),
-        row("  of which importing the trainable", same(costs["import"]), "fresh interpreter, timed alone"),
+            "a trial's run ends -> the next trial's run starts in its slot (the slot's worker is reused)"),
+        row("once per worker: importing the trainable", same(costs["import"]), "fresh interpreter, timed alone"),
         row("per trial: in the trial, beyond training", [s.in_trial_s for s in sweeps],
             "trial's MLflow run duration - its training time in the loop"),
         row("  of which checkpoint writes", same(costs["checkpoint"]), "CheckpointHook, timed alone in-process"),
         row("  of which MLflow writes", same(costs["mlflow"]), "Recorder + model file, timed alone (SQLite)"),
-        row("  of which building the data", same(costs["data"]), "fresh interpreter, timed alone"),
+        row("once per worker: building the data", same(costs["data"]), "fresh interpreter, timed alone (cached after)"),
         row("per trial: overhead (core-s)", [s.overhead_s for s in sweeps],
             "(trials at once x (wall - once) - sum of training) / trials"),
     ]
@@ -241,11 +241,10 @@ def breakdown_rows(sweeps: list[SweepSummary], train_s: float, costs: dict[str, 
 def overhead_verdict(sweep: SweepSummary, train_s: float, costs: dict[str, float]) -> str:
     share = sweep.overhead_s / train_s
     verdict = "met" if share <= OVERHEAD_TARGET else "missed"
-    parts = {"starting a new worker process between trials": sweep.gap_s or 0.0,
+    parts = {"the gap between trials (Tune scheduling, handing the worker the next trial)": sweep.gap_s or 0.0,
              "checkpoint writes": costs["checkpoint"], "MLflow writes": costs["mlflow"],
-             "building the data again in each new process": costs["data"],
              "the rest of the trial's run (Tune reports and checkpoint copies, contention)":
-                 sweep.in_trial_s - costs["checkpoint"] - costs["mlflow"] - costs["data"]}
+                 sweep.in_trial_s - costs["checkpoint"] - costs["mlflow"]}
     largest = max(parts, key=parts.get)
     return (f"Per-trial overhead {sweep.overhead_s:.2f} s = {share:.1%} of a {train_s:.1f} s trial "
             f"({sweep.concurrency} at once; target <= {OVERHEAD_TARGET:.0%}): {verdict}; its largest part is "
@@ -330,7 +329,9 @@ Per-trial overhead, by part (medians; "once" parts happen once per sweep):
 
 {parts}
 
-The "of which" parts are timed alone (in this process, or in a fresh interpreter for what a new worker does),
+Trials reuse their slot's Ray worker (`reuse_actors`), so importing the trainable and building the data happen
+once per worker (its first trial), not per trial. The "of which" and "once per worker" parts are timed alone (in
+this process, or in a fresh interpreter for what a new worker does),
 not cut out of the sweep; the differences they belong to also carry the spread of a trial's training time
 between processes (about a second in 30), so they need not add up.
 

@@ -277,7 +277,7 @@ def main() -> None:
 Model: `wall = once + ceil(trials / slots) x (trial x max(1, slots / cores) + overhead)`. once =
 {model.once_s:.1f} s per sweep (median of the sweeps' measured driver start to first trial's MLflow run plus last
 run's end to driver exit); overhead = {model.overhead_s:.2f} s per wave of trials (least squares through the origin
-over {len(points)} sweeps of wall - once - waves x contended trial time against waves: new worker process,
+over {len(points)} sweeps of wall - once - waves x contended trial time against waves: handing a worker its trial,
 checkpoints, Tune reports, MLflow writes over HTTP). Both measured here, on CPU trials.{scaling_text}
 
 Prediction for `preset=vd_resnet26` (4 budgets x 4 sharing losses x seeds, one GPU a trial) on
