@@ -283,6 +283,15 @@ def output_path(output: str) -> Optional[Path]:
     return path if path.is_absolute() else REPO_ROOT / path
 
 
+def write_section(args: argparse.Namespace, name: str, body: str) -> None:
+    """Rewrite section ``name`` of ``--output``. A ``--quick`` run is a smoke check of the script, not a
+    measurement, so it writes nothing."""
+    path = output_path(args.output)
+    if path is not None and not args.quick:
+        update_section(path, name, body)
+        print(f"wrote section {name!r} of {path}", flush=True)
+
+
 def print_result(name: str, value: float) -> None:
     """The last line of every benchmark: ``RESULT name=value``."""
     print(f"RESULT {name}={value:.4f}", flush=True)

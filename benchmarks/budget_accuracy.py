@@ -17,8 +17,8 @@ import torch
 from bap import train
 from bap.config import DataConfig, SharingConfig
 from bap.data import build_domains
-from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
-                                print_result, update_section)
+from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
+                                write_section)
 from benchmarks._training import experiment_config, pretrained_backbone, settings
 
 # (budget, sharing loss, sharing weight): the acceptance runs at the default weight, then the weight study
@@ -104,9 +104,7 @@ def main() -> None:
 The last two rows vary the sharing weight at budget 0.5 (the default is {DEFAULT_WEIGHT}): the weight trades union size
 against accuracy. Single-seed rows differ by several points from seed noise alone at this size (compare the three seeds at 0.5).
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:  # --quick is a smoke check of the script, not a measurement
-        update_section(path, "budget_accuracy", body)
+    write_section(args, "budget_accuracy", body)
     print(f"total {time.perf_counter() - start:.0f}s")
     print_result("budget_checks_passed", float(sum(checks.values())))
 

@@ -36,7 +36,7 @@ from bap.data import build_domains, decathlon, imagefolder, train_batches
 from bap.engine.trainer import Trainer
 from bap.train import build_for
 from benchmarks._common import (add_common_args, describe_machine, interleaved_times, machine_info, markdown_table,
-                                output_path, print_result, update_section)
+                                print_result, write_section)
 
 DEFAULT_WORKERS = DataConfig().num_workers  # what the trainer and every preset use unless told otherwise
 WORKERS = tuple(sorted({0, 1, 2, DEFAULT_WORKERS}))
@@ -254,9 +254,7 @@ def main() -> None:
 `RESULT loader_to_step_ratio`: the smallest `loader / step` over all rows ({ratio:.2f}); below 1 means some setting
 is data-bound.
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:  # --quick is a smoke check of the script, not a measurement
-        update_section(path, "data_loading", body)
+    write_section(args, "data_loading", body)
     print(f"total {time.perf_counter() - start:.0f}s")
     print_result("loader_to_step_ratio", ratio)
 

@@ -39,8 +39,8 @@ import torch
 
 import bap
 from bap.engine.hooks import CheckpointHook
-from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
-                                print_result, update_section)
+from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
+                                write_section)
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, in_trial_overheads, loop_train_times, median,
                                       per_trial_overhead, run_sweep_process, scratch_dir, slot_gaps, sweep_efficiency,
                                       sweep_overrides, warm_up)
@@ -339,9 +339,7 @@ between processes (about a second in 30), so they need not add up.
 
 {verdicts[1]}
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:
-        update_section(path, "orchestration", body)
+    write_section(args, "orchestration", body)
     print_result("sweep_efficiency", sweeps[0].efficiency)
 
 

@@ -24,8 +24,8 @@ import torch
 from bap import train
 from bap.config import DataConfig, SharingConfig
 from bap.data import build_domains
-from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
-                                print_result, update_section)
+from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
+                                write_section)
 from benchmarks._training import experiment_config, pretrained_backbone, settings, train_fixed_switches
 
 BUDGETS = (1.0, 0.75, 0.5, 0.25)
@@ -184,9 +184,7 @@ All runs:
 three BAP losses' params_ratio), cells averaged over their seeds: {gap:.3f}. Positive means the BAP union model is
 smaller than BA²'s by that fraction of the backbone.
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:  # --quick is a smoke check of the script, not a measurement
-        update_section(path, "pareto_quality", body)
+    write_section(args, "pareto_quality", body)
     print(f"total {time.perf_counter() - start:.0f}s")
     print_result("none_minus_bap_params_ratio", gap)
 

@@ -41,21 +41,9 @@ from torch.profiler import ProfilerActivity, profile
 import bap
 from bap.losses import budget_usage, switch_costs
 from bap.models.multidomain import MultiDomainNet
-from benchmarks._common import (
-    REPO_ROOT,
-    add_common_args,
-    current_rss_bytes,
-    describe_machine,
-    interleaved_times,
-    machine_info,
-    markdown_table,
-    output_path,
-    peak_rss_bytes,
-    print_result,
-    reset_peak_rss,
-    update_section,
-    wait_for_idle_cpu,
-)
+from benchmarks._common import (REPO_ROOT, add_common_args, current_rss_bytes, describe_machine, interleaved_times,
+                                machine_info, markdown_table, peak_rss_bytes, print_result, reset_peak_rss,
+                                wait_for_idle_cpu, write_section)
 
 SECTION = "pruned_inference"
 CUDA_SECTION = "pruned_inference_cuda"
@@ -617,23 +605,18 @@ def main(argv: Optional[list[str]] = None) -> None:
         print(json.dumps(profile_worker(args.profile_worker, args.size, int(args.batches), args.repeats)))
         return
     info = machine_info()
-    path = output_path(args.output)
     excess = None
     with tempfile.TemporaryDirectory() as tmp:
         if args.device in ("auto", "cpu"):
             start, profiles = time.perf_counter(), {}
             results = {"cpu": run_device(QUICK if args.quick else FULL, torch.device("cpu"), args, tmp, profiles)}
             excess = worst_excess(results["cpu"])
-            if path is not None:
-                update_section(path, SECTION, section_body(args, info, results, excess, profiles,
-                                                           time.perf_counter() - start))
-                print(f"wrote section {SECTION!r} of {path}")
+            write_section(args, SECTION, section_body(args, info, results, excess, profiles,
+                                                      time.perf_counter() - start))
         if args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available()):
             start = time.perf_counter()
             cuda = run_device(QUICK if args.quick else CUDA_SETTINGS, torch.device("cuda"), args, tmp, {})
-            if path is not None:
-                update_section(path, CUDA_SECTION, cuda_section_body(args, info, cuda, time.perf_counter() - start))
-                print(f"wrote section {CUDA_SECTION!r} of {path}")
+            write_section(args, CUDA_SECTION, cuda_section_body(args, info, cuda, time.perf_counter() - start))
             if args.device == "cuda":
                 excess = worst_excess(cuda)
     print_result(RESULT_NAME if args.device != "cuda" else f"cuda_{RESULT_NAME}",

@@ -30,8 +30,8 @@ from pathlib import Path
 from typing import Sequence
 
 from bap.data.decathlon import DOMAINS as DECATHLON_DOMAINS
-from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, output_path,
-                                print_result, update_section)
+from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
+                                write_section)
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, loop_train_times, run_sweep_process,
                                       scratch_dir, sweep_overrides, warm_up)
 from orchestrator.config import expand_trials
@@ -290,9 +290,7 @@ are not counted. once and overhead are the CPU values measured above (a GPU work
 
 {predicted}
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:
-        update_section(path, "scaling", body)
+    write_section(args, "scaling", body)
     print_result("trials_per_hour_2_nodes", next(r["trials per hour"] for r in summary if r["worker nodes"] == 2))
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from bap import build_model
 from benchmarks._common import (add_common_args, describe_machine, interleaved_times, machine_info, markdown_table,
-                                output_path, print_result, update_section)
+                                print_result, write_section)
 
 DOMAINS = {"a": 10, "b": 8, "c": 8, "d": 5}
 # backbone -> (width, input side, batch per domain): CPU-sized, the same code path as width 1.
@@ -80,9 +80,7 @@ ResNet-50's 1x1 convs (2 of every 3 convs). What was already cut: the input-grad
 backward reads the saved input instead of a stride-0 view (which oneDNN copied), the mask multiplies as bool,
 and Adam updates all latents in one foreach call.
 """
-    path = output_path(args.output)
-    if path is not None and not args.quick:
-        update_section(path, "switch_overhead", body)
+    write_section(args, "switch_overhead", body)
     print_result("switch_overhead", worst)
 
 

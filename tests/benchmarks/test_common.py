@@ -16,6 +16,7 @@ from benchmarks._common import (
     median_time,
     output_path,
     update_section,
+    write_section,
 )
 
 
@@ -134,3 +135,13 @@ def test_peak_rss_sees_a_freed_allocation_after_reset():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env,
                          cwd=_common.REPO_ROOT).stdout
     assert int(out.strip().splitlines()[-1]) >= 15 * 2**20
+
+
+def test_write_section_skips_quick_runs_and_an_empty_output(tmp_path):
+    path = tmp_path / "B.md"
+    parser = add_common_args(argparse.ArgumentParser())
+    write_section(parser.parse_args(["--quick", "--output", str(path)]), "alpha", "smoke")
+    write_section(parser.parse_args(["--output", ""]), "alpha", "nowhere")
+    assert not path.exists()
+    write_section(parser.parse_args(["--output", str(path)]), "alpha", "measured")
+    assert "<!-- BEGIN alpha -->\nmeasured\n<!-- END alpha -->" in path.read_text()
