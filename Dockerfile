@@ -28,6 +28,8 @@ ENV PYTHONUNBUFFERED=1 \
     BAP_CACHE_DIR=/app/runs/cache
 
 RUN useradd --create-home --uid 1000 bap
+# g++ builds bap's C++ switched conv (bap/layers/native.py); without it training falls back to a slower op.
+RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 
 # Heavy, rarely changing layers first, so editing the project rebuilds only the last ones.
 RUN set -eux; \
@@ -47,5 +49,7 @@ RUN pip install -e . \
     && chown -R bap:bap /app/runs /app/outputs /mlartifacts
 # Named volumes mounted on /app/runs and /mlartifacts start with these owners, so the non-root user can write.
 USER bap
+# Build the C++ switched conv into the image (the bap user's torch_extensions cache), not in every container.
+RUN python -c "from bap.layers import native; native.build()"
 
 CMD ["bash"]

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from bap.layers import native
 from bap.layers.domain_bn import DomainBatchNorm2d
 
 
@@ -17,6 +18,15 @@ def binarize(latent: Tensor, threshold: float) -> Tensor:
     return hard + latent - latent.detach()
 
 
+def switched_conv(x: Tensor, latent: Tensor, weight: Tensor, threshold: float, stride: int, padding: int) -> Tensor:
+    """``conv2d(x * m, W)`` with ``m = latent > threshold`` and a straight-through gradient to ``latent``: the C++
+    op of ``bap.layers.native`` when it is built, else ``_SwitchedConv`` (the same maths in Python)."""
+    op = native.switched_conv_op()
+    if op is None:
+        return _SwitchedConv.apply(x, latent, weight, threshold, stride, padding)
+    return op(x, latent, weight, threshold, stride, padding)
+
+
 class _SwitchedConv(torch.autograd.Function):
     """``conv2d(x * m, W)`` with ``m = latent > threshold`` and a straight-through gradient to ``latent``.
 
@@ -24,6 +34,7 @@ class _SwitchedConv(torch.autograd.Function):
     is applied to the small weight tensor in forward, and backward computes the conv's input gradient once and
     derives both ``dL/dx = g_in * m`` and ``dL/dlatent = sum(g_in * x)`` from it. Fewer passes over the
     activations and one saved tensor fewer; the maths is the input-masking of METHOD 1.
+    ``csrc/switched_conv.cpp`` is the same function in C++; this one runs where that cannot be built.
     """
 
     @staticmethod
@@ -58,7 +69,7 @@ class SwitchedConv2d(nn.Module):
 
     The switch gates the input: its gradient is then a cheap reduction of the input gradient that backprop
     computes anyway, while autograd through a masked weight would need the conv's weight gradient (a second
-    full convolution) in every backward pass. ``_SwitchedConv`` computes exactly that in one fused op.
+    full convolution) in every backward pass. ``switched_conv`` computes exactly that in one fused op.
 
     Two switch modes:
     - trainable (``fixed=False``): one latent vector per domain, binarised by ``threshold`` with a
@@ -158,7 +169,7 @@ class SwitchedConv2d(nn.Module):
             out = x.new_zeros(x.shape[0], self.out_channels, *self.output_size(*x.shape[-2:]))
             return out if shift is None else out + shift.to(out.dtype).view(1, -1, 1, 1)
         if self.switched and not self.fixed and torch.is_grad_enabled():
-            out = _SwitchedConv.apply(x, self.latent[domain], self.weight, self.threshold, self.stride, self.padding)
+            out = switched_conv(x, self.latent[domain], self.weight, self.threshold, self.stride, self.padding)
             if scale is None:
                 return out
             return torch.addcmul(shift.to(out.dtype).view(1, -1, 1, 1), out, scale.to(out.dtype).view(1, -1, 1, 1))

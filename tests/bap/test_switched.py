@@ -1,10 +1,13 @@
 """SwitchedConv2d: masking, straight-through gradients, fixed masks and gathered inputs."""
 
+import shutil
+import warnings
+
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bap.layers import DomainBatchNorm2d, SwitchedConv2d, binarize, conv_bn
+from bap.layers import DomainBatchNorm2d, SwitchedConv2d, binarize, conv_bn, native
 
 
 def test_binarize_is_hard_forward_and_identity_backward():
@@ -59,25 +62,85 @@ def test_conv_with_no_inputs_outputs_zeros_of_the_right_shape():
     assert out.shape == (2, 5, 5, 5) and not out.any()
 
 
-def test_fused_switched_conv_matches_autograd_reference():
+@pytest.fixture(params=["native", "python"])
+def switched_op(request, monkeypatch):
+    """Run a test with the C++ op and with the Python fallback."""
+    if request.param == "python":
+        monkeypatch.setattr(native, "switched_conv_op", lambda: None)
+    elif native.switched_conv_op() is None:
+        pytest.skip("the C++ op cannot be built here (no compiler)")
+    return request.param
+
+
+@pytest.mark.parametrize(
+    "stride, kernel, side, layout, dtype",
+    [(2, 3, 9, "nchw", torch.float32), (1, 3, 8, "nchw", torch.float32), (2, 1, 8, "nchw", torch.float32),
+     (1, 1, 7, "nchw", torch.float32), (1, 3, 6, "channels_last", torch.float32), (2, 3, 7, "nchw", torch.float64)],
+)
+def test_fused_switched_conv_matches_autograd_reference(switched_op, stride, kernel, side, layout, dtype):
     torch.manual_seed(0)
-    conv = SwitchedConv2d(6, 4, 3, stride=2, padding=1, domains=["a"])
+    conv = SwitchedConv2d(6, 4, kernel, stride=stride, padding=kernel // 2, domains=["a"])
     with torch.no_grad():
         conv.latent["a"].copy_(torch.tensor([0.01, 0.001, 0.02, 0.0, 0.03, 0.01]))
-    x = torch.randn(2, 6, 9, 9, requires_grad=True)
+    conv.weight.data = conv.weight.data.to(dtype)
+    x = torch.randn(2, 6, side, side, dtype=dtype)
+    if layout == "channels_last":
+        x = x.to(memory_format=torch.channels_last)
+    x.requires_grad_()
     out = conv(x, "a")
     grad = torch.randn_like(out)
     out.backward(grad)
     fused_x, fused_latent = x.grad.clone(), conv.latent["a"].grad.clone()
     x.grad = None
     conv.latent["a"].grad = None
-    reference = F.conv2d(x * binarize(conv.latent["a"], 5e-3).view(1, -1, 1, 1), conv.weight, None, 2, 1)
+    mask = binarize(conv.latent["a"], 5e-3).to(dtype).view(1, -1, 1, 1)
+    reference = F.conv2d(x * mask, conv.weight, None, stride, kernel // 2)
     reference.backward(grad)
     torch.testing.assert_close(out, reference)
     torch.testing.assert_close(fused_x, x.grad)
     torch.testing.assert_close(fused_latent, conv.latent["a"].grad)
     assert fused_x[:, 1].abs().sum() == 0  # switched-off inputs get no gradient...
     assert fused_latent[1] != 0  # ...but their switches do, so they can turn back on
+
+
+def test_switch_gradient_without_input_gradient(switched_op):
+    torch.manual_seed(0)
+    conv = SwitchedConv2d(3, 4, 3, padding=1, domains=["a"])
+    x = torch.randn(2, 3, 5, 5)  # an image: nothing upstream needs a gradient
+    conv(x, "a").square().sum().backward()
+    expected = torch.autograd.grad(F.conv2d(x * binarize(conv.latent["a"], 5e-3).view(1, -1, 1, 1), conv.weight,
+                                            padding=1).square().sum(), conv.latent["a"])[0]
+    torch.testing.assert_close(conv.latent["a"].grad, expected)
+
+
+@pytest.fixture
+def fresh_native_op():
+    native.switched_conv_op.cache_clear()
+    yield
+    native.switched_conv_op.cache_clear()
+
+
+def test_native_op_builds_where_a_compiler_is_present(fresh_native_op):
+    if shutil.which("c++") is None:
+        pytest.skip("no C++ compiler on this machine")
+    assert native.switched_conv_op() is not None
+
+
+def test_native_op_falls_back_with_a_warning_or_when_disabled(fresh_native_op, monkeypatch):
+    def no_compiler():
+        raise RuntimeError("no c++ found")
+
+    monkeypatch.setattr(native, "build", no_compiler)
+    with pytest.warns(RuntimeWarning, match="no c\\+\\+ found.*BAP_NATIVE_OPS=0"):
+        assert native.switched_conv_op() is None
+    native.switched_conv_op.cache_clear()
+    monkeypatch.setenv("BAP_NATIVE_OPS", "0")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert native.switched_conv_op() is None
+    conv = SwitchedConv2d(3, 2, 1, domains=["a"])  # training still works, through the Python op
+    conv(torch.randn(1, 3, 2, 2, requires_grad=True), "a").sum().backward()
+    assert conv.latent["a"].grad is not None
 
 
 def _domain_bn(channels, domain):

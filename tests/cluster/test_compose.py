@@ -154,6 +154,9 @@ def test_dockerfile_pins_what_the_tests_run():
     # The repository layout is kept (sweeps/ is found beside the package source), and it runs as non-root.
     assert "WORKDIR /app" in text and "COPY . /app" in text and "pip install -e ." in text
     assert re.search(r"^USER bap$", text, re.M)
+    # The C++ switched conv is built into the image, by the user that trains, so no container compiles it again.
+    assert re.search(r"apt-get install .*\bg\+\+", text)
+    assert text.index("USER bap") < text.index("native.build()")
 
 
 def test_env_example_documents_every_variable_and_holds_no_secret():
