@@ -27,8 +27,9 @@ SETTINGS = {"resnet26": (0.25, 32, 32), "resnet50": (0.25, 64, 16)}
 def make_step(backbone: str, width: float, side: int, batch: int, switched: bool):
     torch.manual_seed(0)
     model = build_model(backbone, DOMAINS, width=width, unswitched=["conv1"] if switched else ["*"]).train()
-    bn_heads = torch.optim.SGD(model.domain_parameters(), lr=0.01, momentum=0.9)
-    switches = torch.optim.Adam(model.switch_parameters(), lr=1e-3, foreach=True) if switched else None
+    # the trainer's optimizers (bap.engine.trainer)
+    bn_heads = torch.optim.SGD(model.domain_parameters(), lr=0.01, momentum=0.9, fused=True)
+    switches = torch.optim.Adam(model.switch_parameters(), lr=1e-3, fused=True) if switched else None
     x = torch.randn(batch, 3, side, side)
     y = {d: torch.randint(0, c, (batch,)) for d, c in DOMAINS.items()}
 

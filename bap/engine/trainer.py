@@ -58,11 +58,11 @@ class Trainer:
         # The learnable sharing weight (ours): exp(-omega) * L_PS + omega, omega trained with the switches.
         self.omega = nn.Parameter(torch.zeros((), device=self.device)) if cfg.sharing.learnable else None
         switch_params = list(self.model.switch_parameters()) + ([self.omega] if self.omega is not None else [])
-        # foreach: one fused update over the many small latent vectors (PyTorch loops over them on CPU otherwise)
-        self.switch_optimizer = torch.optim.Adam(switch_params, lr=cfg.train.switch_lr, foreach=True)
+        # fused: one kernel updates the many small latent vectors and BN parameters (a Python loop otherwise)
+        self.switch_optimizer = torch.optim.Adam(switch_params, lr=cfg.train.switch_lr, fused=True)
         self.domain_optimizer = torch.optim.SGD(
             self.model.domain_parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-            weight_decay=cfg.train.weight_decay,
+            weight_decay=cfg.train.weight_decay, fused=True,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.multipliers = {d: 0.0 for d in self.domains}
