@@ -8,6 +8,7 @@ Without a C++ compiler, or with ``BAP_NATIVE_OPS=0``, training falls back to the
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -38,9 +39,27 @@ def build():
     return cpp_extension.load(name="bap_switched_conv", sources=[str(SOURCE)], extra_cflags=["-O3"], verbose=False)
 
 
-@functools.cache
+_python_only = False
+
+
+@contextlib.contextmanager
+def python_op():
+    """Within the block switched convs train through the Python op, to compare the two side by side."""
+    global _python_only
+    previous, _python_only = _python_only, True
+    try:
+        yield
+    finally:
+        _python_only = previous
+
+
 def switched_conv_op() -> Optional[SwitchedConvOp]:
-    """The C++ op, or None (with one warning saying why) when it is disabled or cannot be built."""
+    """The C++ op, or None: inside ``python_op()``, with ``BAP_NATIVE_OPS=0``, or when it cannot be built."""
+    return None if _python_only else _built_op()
+
+
+@functools.cache
+def _built_op() -> Optional[SwitchedConvOp]:
     if os.environ.get(DISABLE_VARIABLE, "1") == "0":
         return None
     try:

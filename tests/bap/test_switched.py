@@ -63,13 +63,15 @@ def test_conv_with_no_inputs_outputs_zeros_of_the_right_shape():
 
 
 @pytest.fixture(params=["native", "python"])
-def switched_op(request, monkeypatch):
+def switched_op(request):
     """Run a test with the C++ op and with the Python fallback."""
     if request.param == "python":
-        monkeypatch.setattr(native, "switched_conv_op", lambda: None)
-    elif native.switched_conv_op() is None:
+        with native.python_op():
+            yield request.param
+        return
+    if native.switched_conv_op() is None:
         pytest.skip("the C++ op cannot be built here (no compiler)")
-    return request.param
+    yield request.param
 
 
 @pytest.mark.parametrize(
@@ -115,14 +117,17 @@ def test_switch_gradient_without_input_gradient(switched_op):
 
 @pytest.fixture
 def fresh_native_op():
-    native.switched_conv_op.cache_clear()
+    native._built_op.cache_clear()
     yield
-    native.switched_conv_op.cache_clear()
+    native._built_op.cache_clear()
 
 
 def test_native_op_builds_where_a_compiler_is_present(fresh_native_op):
     if shutil.which("c++") is None:
         pytest.skip("no C++ compiler on this machine")
+    assert native.switched_conv_op() is not None
+    with native.python_op():
+        assert native.switched_conv_op() is None
     assert native.switched_conv_op() is not None
 
 
@@ -133,7 +138,7 @@ def test_native_op_falls_back_with_a_warning_or_when_disabled(fresh_native_op, m
     monkeypatch.setattr(native, "build", no_compiler)
     with pytest.warns(RuntimeWarning, match="no c\\+\\+ found.*BAP_NATIVE_OPS=0"):
         assert native.switched_conv_op() is None
-    native.switched_conv_op.cache_clear()
+    native._built_op.cache_clear()
     monkeypatch.setenv("BAP_NATIVE_OPS", "0")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
