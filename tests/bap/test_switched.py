@@ -77,7 +77,8 @@ def switched_op(request):
 @pytest.mark.parametrize(
     "stride, kernel, side, layout, dtype",
     [(2, 3, 9, "nchw", torch.float32), (1, 3, 8, "nchw", torch.float32), (2, 1, 8, "nchw", torch.float32),
-     (1, 1, 7, "nchw", torch.float32), (1, 3, 6, "channels_last", torch.float32), (2, 3, 7, "nchw", torch.float64)],
+     (1, 1, 7, "nchw", torch.float32), (1, 3, 6, "channels_last", torch.float32), (2, 3, 7, "nchw", torch.float64),
+     (1, 3, 2, "nchw", torch.float32)],  # 2x2: fewer input values than weights per channel, the input is masked
 )
 def test_fused_switched_conv_matches_autograd_reference(switched_op, stride, kernel, side, layout, dtype):
     torch.manual_seed(0)

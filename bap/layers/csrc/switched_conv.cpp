@@ -55,9 +55,12 @@ struct SwitchedConv : public torch::autograd::Function<SwitchedConv> {
     ctx->save_for_backward({x, mask, weight});
     ctx->saved_data["stride"] = stride;
     ctx->saved_data["padding"] = padding;
-    // conv(x * m, W) == conv(x, W * m): the mask goes on the small weight, not on the activations.
-    auto masked = weight.mul(mask.view({1, -1, 1, 1})).to(x.scalar_type());
-    return at::conv2d(x, masked, {}, stride, padding);
+    // conv(x * m, W) == conv(x, W * m): the mask goes on whichever is smaller, usually the weight; deep layers
+    // of small inputs have fewer input values per channel (batch x positions) than weights per input channel.
+    const auto mask_shape = mask.view({1, -1, 1, 1});
+    if (x.size(0) * x.size(2) * x.size(3) < weight.size(0) * weight.size(2) * weight.size(3))
+      return at::conv2d(x.mul(mask_shape), weight.to(x.scalar_type()), {}, stride, padding);
+    return at::conv2d(x, weight.mul(mask_shape).to(x.scalar_type()), {}, stride, padding);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
