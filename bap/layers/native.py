@@ -36,7 +36,9 @@ def build():
         os.environ["PATH"] = os.pathsep.join([ninja.BIN_DIR, os.environ.get("PATH", "")])
     except ImportError:
         pass
-    return cpp_extension.load(name="bap_switched_conv", sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp-simd"], verbose=False)
+    return cpp_extension.load(
+        name="bap_switched_conv", sources=[str(SOURCE)], extra_cflags=["-O3", "-fopenmp-simd"], verbose=False
+    )
 
 
 _python_only = False
