@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from bap import build_model
+from bap.engine.cpu_memory import retain_freed_memory
 from bap.layers import native
 from benchmarks._common import (add_common_args, describe_machine, interleaved_times, machine_info, markdown_table,
                                 print_result, write_section)
@@ -34,6 +35,7 @@ FORMATS = {"width": "g", "plain step (ms)": ".1f", "C++ op step (ms)": ".1f", "P
 
 
 def make_step(backbone: str, width: float, side: int, batch: int, switched: bool, python_op: bool = False):
+    retain_freed_memory()  # as the trainer does on CPU, for all three steps alike
     torch.manual_seed(0)
     model = build_model(backbone, DOMAINS, width=width, unswitched=["conv1"] if switched else ["*"]).train()
     # the trainer's optimizers (bap.engine.trainer)
@@ -88,7 +90,8 @@ At full width (context, not the target; medians of 8 rounds after 2 warm-up roun
 
 {describe_machine(machine_info())}
 - One optimizer step = forward + backward of one batch per domain ({len(DOMAINS)} domains), fused SGD on BN +
-  heads, plus fused Adam on the latent switches for the switched net (the trainer's optimizers). Plain: the same
+  heads, plus fused Adam on the latent switches for the switched net (the trainer's optimizers), with the
+  trainer's CPU malloc settings (`bap/engine/cpu_memory.py`). Plain: the same
   backbone with no switches (`unswitched=["*"]`), convs frozen. The switched net trains through the C++ op
   (`bap/layers/csrc/switched_conv.cpp`, what `bap.train` uses) and through the Python fallback, side by side.
   Medians of {rounds} interleaved rounds after {warmup} warm-up rounds.

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 
 from bap.config import ExperimentConfig
 from bap.data import DomainData, train_batches
+from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import Hook
 from bap.losses import budget_usage, dual_update, intersection_union, sharing_loss, switch_costs
 from bap.models.multidomain import MultiDomainNet
@@ -48,6 +49,8 @@ class Trainer:
             raise ValueError(f"model domains {model.domains} and data domains {list(domains)} differ: {sorted(missing)}")
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
+        if self.device.type == "cpu":
+            retain_freed_memory()  # process-wide: glibc stops page-faulting the step's buffers in again
         self.model = model.to(self.device)
         self.domains = dict(domains)
         self.hooks = [h for h in hooks if h is not None]
