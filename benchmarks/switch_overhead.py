@@ -104,9 +104,11 @@ Where the switched step's extra time goes (torch.profiler, and the op with parts
 and domain (212 a step on resnet50) pays one autograd node, the weight mask, and in backward one pass that
 reads the conv's input and its input gradient for the switch gradient `sum(grad_in * x)` (also masking
 `grad_in`). In Python that node and its ops cost about 150 us a call on this CPU; the C++ op cuts the fixed part
-to about 20 us and does the backward pass in one loop without a temporary tensor. What is left is mostly that
-pass's memory traffic, which weighs most where a conv does little work per activation element: narrow widths
-and ResNet-50's 1x1 convs. Run-to-run spread on this VM is about +-0.03 in the ratio.
+to about 20 us and does the backward pass in one loop without a temporary tensor. The masked weight is a fresh
+buffer every call, and under glibc's default malloc every such buffer page-faulted in again: with the C++ op but
+default malloc, resnet50 measured 1.15 to 1.19 here. What is left is mostly the backward pass's memory traffic,
+which weighs most where a conv does little work per activation element: narrow widths and ResNet-50's 1x1
+convs. Run-to-run spread on this VM is about +-0.03 in the ratio.
 """
     write_section(args, "switch_overhead", body)
     print_result("switch_overhead", worst)
