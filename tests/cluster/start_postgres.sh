@@ -19,7 +19,11 @@ read -r version cluster port status _ < <(pg_lsclusters --no-header | head -n 1)
 }
 # Debian's default configuration listens on localhost only.
 if [ "$status" != online ]; then
-    pg_ctlcluster "$version" "$cluster" start >&2
+    # After an unclean stop pg_ctlcluster can report failure while the server recovers and comes up: trust the
+    # cluster's status, not the exit code.
+    pg_ctlcluster "$version" "$cluster" start >&2 || sleep 3
+    read -r _ _ _ status _ < <(pg_lsclusters --no-header "$version" "$cluster")
+    [ "$status" = online ] || { echo "PostgreSQL $version/$cluster did not start (see above)" >&2; exit 1; }
 fi
 
 # A password made here, for this run only: nothing secret is stored in the repository.
