@@ -62,7 +62,10 @@ def switched_conv_op() -> Optional[SwitchedConvOp]:
 
 @functools.cache
 def _built_op() -> Optional[SwitchedConvOp]:
-    if os.environ.get(DISABLE_VARIABLE, "1") == "0":
+    setting = os.environ.get(DISABLE_VARIABLE, "1")
+    if setting not in ("0", "1"):
+        raise ValueError(f"{DISABLE_VARIABLE}={setting!r}: set it to 0 (Python op) or 1 (C++ op, the default)")
+    if setting == "0":
         return None
     try:
         return build().switched_conv

@@ -144,6 +144,12 @@ def test_native_op_falls_back_with_a_warning_or_when_disabled(fresh_native_op, m
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert native.switched_conv_op() is None
+    native._built_op.cache_clear()
+    monkeypatch.setenv("BAP_NATIVE_OPS", "false")
+    with pytest.raises(ValueError, match="BAP_NATIVE_OPS='false': set it to 0"):
+        native.switched_conv_op()
+    monkeypatch.setenv("BAP_NATIVE_OPS", "0")
+    native._built_op.cache_clear()
     conv = SwitchedConv2d(3, 2, 1, domains=["a"])  # training still works, through the Python op
     conv(torch.randn(1, 3, 2, 2, requires_grad=True), "a").sum().backward()
     assert conv.latent["a"].grad is not None
