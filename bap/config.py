@@ -12,7 +12,12 @@ from typing import Any, List, Optional
 
 BACKBONES = ("resnet26", "resnet50")
 BUDGET_UNITS = ("params", "switches", "macs")
-SHARING_LOSSES = ("none", "int", "union", "jaccard")
+# The papers' three names (our pairwise / concave forms), a consensus term, and the D-way products of METHOD 3.
+SHARING_LOSSES = ("int", "union", "jaccard", "consensus", "int_dway", "union_dway", "jaccard_dway")
+# Switches chosen once and never trained (bap.baselines): what a method result is measured against.
+BASELINES = ("random", "random_shared", "magnitude_shared")
+# Values of `sharing.loss` (the sweep's `sharing` axis): `none` is BA² trained jointly.
+SHARING_OPTIONS = ("none", *SHARING_LOSSES, *BASELINES)
 SCHEDULES = ("accumulate", "round_robin")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("embedded", "decathlon", "imagenet_sketch")
@@ -37,6 +42,9 @@ class ModelConfig:
     weights: Optional[str] = None
     # Convs left without switches. The stem only sees 3 RGB channels, so switching it saves nothing (METHOD 1).
     unswitched: List[str] = field(default_factory=lambda: ["conv1"])
+    # The domain `weights` was pretrained on (Decathlon: imagenet12): where it is trained, it keeps the file's
+    # classifier as its head instead of a new one. It stays switched like every domain: exempting it would keep every channel in the union.
+    source_domain: Optional[str] = None
 
     def __post_init__(self) -> None:
         _check_choice("model.backbone", self.backbone, BACKBONES)
@@ -51,8 +59,12 @@ class BudgetConfig:
     # Switch binarisation threshold and latent initial value (ours, after Piggyback): all switches start on.
     threshold: float = 5e-3
     init: float = 1e-2
-    # Dual-ascent step on the per-domain multipliers lambda_d (ours).
-    dual_lr: float = 0.05
+    # The usage each domain may have anneals from 1 to beta between these fractions of training (ours): every
+    # step keeps each domain's top latents within it, so B_d ends at beta, not below (bap.losses).
+    anneal_start: float = 0.1
+    anneal_end: float = 0.6
+    # Share of a domain's budget the final projection may turn off before the trial is flagged projection_heavy.
+    heavy_projection: float = 0.05
 
     def __post_init__(self) -> None:
         if not 0.0 < self.budget <= 1.0:
@@ -62,21 +74,41 @@ class BudgetConfig:
             raise ValueError(
                 f"budget.init={self.init} must exceed budget.threshold={self.threshold} so every switch starts on"
             )
-        if self.dual_lr < 0:
-            raise ValueError(f"budget.dual_lr={self.dual_lr} must be >= 0")
+        if not 0.0 <= self.anneal_start < self.anneal_end <= 1.0:
+            raise ValueError(
+                f"budget.anneal_start={self.anneal_start}, budget.anneal_end={self.anneal_end} must satisfy "
+                "0 <= anneal_start < anneal_end <= 1 (fractions of training); e.g. 0.1 and 0.6"
+            )
+        if not 0.0 <= self.heavy_projection <= 1.0:
+            raise ValueError(f"budget.heavy_projection={self.heavy_projection} must be a share in [0, 1], e.g. 0.05")
 
 
 @dataclass
 class SharingConfig:
-    # BAP's parameter-sharing loss; `none` is BA² trained jointly.
+    # BAP's parameter-sharing loss; `none` is BA² trained jointly; a baseline fixes random or magnitude switches.
     loss: str = "jaccard"
-    # A float, or the string "learnable" (ours): exp(-omega) * L_PS + omega with omega trained. 0.3 (ours): on
-    # the embedded data at budget 0.5, 1.0 cut each domain's usage to half its budget and cost 4 points of
-    # accuracy, 0.1 barely shrank the union, 0.3 shrank it by a sixth at no accuracy cost (BENCHMARKS.md).
+    # A float, or "learnable" (ours): weight = max_weight * sigmoid(rho), rho raised by dual ascent while the
+    # sharing loss is above `target` and lowered while below, so the weight stays in (0, max_weight).
     weight: Any = 0.3
+    # layer: each layer's loss with its costs scaled to sum 1, averaged over layers; cost: one loss in the budget's
+    # unit (late layers dominate).
+    normalize: str = "layer"
+    # Concavity of the `union` cost f(k) = (1 - (1-q)^k) / (1 - (1-q)^D) in the number of users k.
+    q: float = 0.5
+    target: float = 0.2
+    max_weight: float = 10.0
+    dual_lr: float = 0.5
 
     def __post_init__(self) -> None:
-        _check_choice("sharing.loss", self.loss, SHARING_LOSSES)
+        _check_choice("sharing.loss", self.loss, SHARING_OPTIONS)
+        _check_choice("sharing.normalize", self.normalize, ("layer", "cost"))
+        if not 0.0 < self.q < 1.0:
+            raise ValueError(f"sharing.q={self.q} must be in (0, 1); 0.5 halves the extra cost of each further user")
+        if not 0.0 <= self.target <= 1.0:
+            raise ValueError(f"sharing.target={self.target} must be in [0, 1] (the sharing losses' range)")
+        _check_positive("sharing.max_weight", self.max_weight)
+        if self.dual_lr < 0:
+            raise ValueError(f"sharing.dual_lr={self.dual_lr} must be >= 0")
         if self.weight == "learnable":
             return
         try:
@@ -89,6 +121,14 @@ class SharingConfig:
     @property
     def learnable(self) -> bool:
         return self.weight == "learnable"
+
+    @property
+    def has_loss(self) -> bool:
+        return self.loss in SHARING_LOSSES
+
+    @property
+    def baseline(self) -> bool:
+        return self.loss in BASELINES
 
 
 @dataclass

@@ -1,7 +1,13 @@
-"""Budget usage, the dual-ascent update and BAP's parameter-sharing losses (METHOD 2-3).
+"""Budget usage, the budget schedule and selection, and BAP's parameter-sharing losses (METHOD 2-3, 3b).
 
 All functions take masks as ``{conv name: mask over input channels}`` so the same code scores soft (STE)
 masks during training and hard masks in reports.
+
+The budget (ours, METHOD 3b property 1): each domain's switches are the top of its latent scores, filled in cost
+order up to a target usage that anneals from 1 to beta (``budget_target``). After every optimizer step
+``select_to_budget`` shifts each domain's latents so that exactly that set lies above the threshold: the shift
+is the budget's multiplier, solved exactly each step instead of by dual ascent, so B_d ends at beta (within one
+channel's cost), never below it, and a switch turns off only to meet the budget.
 """
 
 from __future__ import annotations
@@ -11,10 +17,13 @@ from typing import Mapping, Sequence
 import torch
 from torch import Tensor
 
+from bap.config import SHARING_LOSSES
 from bap.counting import conv_output_sizes
 from bap.models.multidomain import MultiDomainNet
 
 Masks = Mapping[str, Tensor]
+
+SHARING_NORMALIZATIONS = ("layer", "cost")
 
 
 def switch_costs(model: MultiDomainNet, unit: str, input_size: tuple[int, int] | None = None) -> dict[str, Tensor]:
@@ -50,62 +59,169 @@ def budget_usage(masks: Masks, costs: Mapping[str, Tensor]) -> Tensor:
     return sum((costs[name] * mask).sum() for name, mask in masks.items())
 
 
-def dual_update(multiplier: float, usage: float, budget: float, lr: float) -> float:
-    """Projected dual ascent: lambda grows while the budget is exceeded and shrinks (to 0) once it is met."""
-    return max(0.0, multiplier + lr * (usage - budget))
+def budget_target(step: int, total_steps: int, beta: float, start: float, end: float) -> float:
+    """Usage allowed after ``step`` of ``total_steps``: 1 until ``start`` (a fraction of training), then a cubic
+    decay to ``beta`` at ``end`` (gradual pruning's schedule: fast while much is redundant), beta after that."""
+    progress = step / total_steps
+    if progress <= start:
+        return 1.0
+    if progress >= end:
+        return beta
+    remaining = 1.0 - (progress - start) / (end - start)
+    return beta + (1.0 - beta) * remaining**3
 
 
-def intersection_union(domain_masks: Sequence[Masks], costs: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
-    """I (cost of switches every domain uses) and U (cost of switches any domain uses)."""
-    intersection, union = 0.0, 0.0
-    for name, cost in costs.items():
-        stacked = torch.stack([m[name] for m in domain_masks])
-        intersection = intersection + (cost * stacked.prod(dim=0)).sum()
-        union = union + (cost * (1 - (1 - stacked).prod(dim=0))).sum()
-    return intersection, union
+def top_by_cost(scores: Tensor, cost: Tensor, budget: float) -> Tensor:
+    """Boolean selection of the highest scores whose summed cost stays <= ``budget`` (ties: lower index first)."""
+    order = torch.argsort(scores, descending=True, stable=True)
+    filled = torch.cumsum(cost[order], 0)
+    count = int(torch.searchsorted(filled, torch.tensor(budget, dtype=filled.dtype, device=filled.device),
+                                   right=True).item())
+    keep = torch.zeros_like(scores, dtype=torch.bool)
+    keep[order[:count]] = True
+    return keep
 
 
-def sharing_loss(kind: str, domain_masks: Sequence[Masks], costs: Mapping[str, Tensor], eps: float = 1e-8) -> Tensor:
-    """BAP's sharing term: small when domains use the same channels. Names are the papers'; the normalisations
-    by the total cost (which is 1 here) are ours (METHOD 3)."""
-    intersection, union = intersection_union(domain_masks, costs)
-    if kind == "int":
-        return 1 - intersection
-    if kind == "union":
-        return union
-    if kind == "jaccard":
-        return 1 - intersection / (union + eps)
-    raise ValueError(f"sharing.loss={kind!r} has no loss term; use int, union or jaccard (or none to disable)")
+def _flat(model: MultiDomainNet, domain: str) -> Tensor:
+    return torch.cat([conv.latent[domain].detach() for conv in model.switched_convs().values()])
 
 
+def _write_flat(model: MultiDomainNet, domain: str, flat: Tensor) -> None:
+    start = 0
+    for conv in model.switched_convs().values():
+        size = conv.in_channels
+        conv.latent[domain].copy_(flat[start:start + size])
+        start += size
+
+
+@torch.no_grad()
+def select_to_budget(model: MultiDomainNet, targets: Mapping[str, float], costs: Mapping[str, Tensor]) -> None:
+    """Make each domain's switches exactly its top latents within ``targets[domain]`` (cost-weighted).
+
+    The latents move by one shift per domain (their order, and so Adam's state, is untouched): the cut between
+    the lowest kept and the highest dropped latent lands on the threshold. When everything fits, the lowest latent
+    is put where a fresh switch starts (``init``). Ties at the cut are then set on the right side of the threshold.
+    """
+    convs = model.switched_convs()
+    if not convs:
+        return
+    threshold = next(iter(convs.values())).threshold
+    init = float(model.arch.get("init", 2 * threshold))
+    cost = torch.cat([costs[n] for n in convs])
+    for domain, target in targets.items():
+        z = _flat(model, domain)
+        keep = top_by_cost(z, cost, target)
+        if bool(keep.all()):
+            z = z - (z.min() - init)
+        elif not bool(keep.any()):
+            z = z - (z.max() - threshold)
+        else:
+            z = z - ((z[keep].min() + z[~keep].max()) / 2 - threshold)
+            above = torch.nextafter(torch.tensor(threshold, dtype=z.dtype), torch.tensor(1.0, dtype=z.dtype))
+            z = torch.where(keep & (z <= threshold), above.to(z.device), z)
+            z = torch.where(~keep & (z > threshold), torch.full_like(z, threshold), z)
+        _write_flat(model, domain, z)
+
+
+@torch.no_grad()
 def project_to_budget(model: MultiDomainNet, budget: float, costs: Mapping[str, Tensor]) -> dict[str, int]:
     """Hard guarantee (ours): switch off each domain's lowest-latent switches until its binarised B_d <= budget.
 
-    Returns how many switches were turned off per domain, so a report can say how much the projection did.
+    Only turns switches off. After a completed budget schedule it changes nothing; it acts when training ended
+    before the schedule did. Returns how many switches were turned off per domain.
     """
     convs = model.switched_convs()
     names = list(convs)
+    cost = torch.cat([costs[n] for n in names])
     turned_off = {}
     for domain in model.domains:
-        masks = {n: convs[n].hard_mask(domain) for n in names}
-        excess = float(budget_usage({n: m.float() for n, m in masks.items()}, costs)) - budget
-        turned_off[domain] = 0
-        if excess <= 1e-12:
-            continue
-        latents = torch.cat([convs[n].latent[domain].detach() for n in names])
-        cost = torch.cat([costs[n] for n in names])
-        on = torch.cat([masks[n] for n in names])
-        order = torch.argsort(torch.where(on, latents, torch.full_like(latents, float("inf"))))
-        removed = torch.cumsum(cost[order], 0)
-        count = int(torch.searchsorted(removed, torch.tensor(excess - 1e-12, device=removed.device)).item()) + 1
-        flat_off = torch.zeros_like(on)
-        flat_off[order[:count]] = True
-        start = 0
-        new_masks = {}
-        for n in names:
-            size = convs[n].in_channels
-            new_masks[n] = masks[n] & ~flat_off[start:start + size]
-            start += size
-        model.set_masks({domain: new_masks})
-        turned_off[domain] = count
+        on = torch.cat([convs[n].hard_mask(domain) for n in names])
+        latents = torch.where(on, _flat(model, domain), torch.full_like(cost, -torch.inf, dtype=torch.float32))
+        keep = top_by_cost(latents, cost, budget) & on
+        turned_off[domain] = int((on & ~keep).sum())
+        if turned_off[domain]:
+            start, new_masks = 0, {}
+            for n in names:
+                new_masks[n] = keep[start:start + convs[n].in_channels]
+                start += convs[n].in_channels
+            model.set_masks({domain: new_masks})
     return turned_off
+
+
+def usage_summary(domain_masks: Mapping[str, Masks], costs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Hard-mask summary: each domain's usage B_d, the union U (cost used by any domain) and the overlap
+    ``sum_d B_d / U``: the mean number of domains per used unit of cost (1: nothing shared, D: all shared)."""
+    usage = {d: budget_usage({n: m.float() for n, m in masks.items()}, costs) for d, masks in domain_masks.items()}
+    union = 0.0
+    for name, cost in costs.items():
+        used = torch.stack([masks[name].bool() for masks in domain_masks.values()]).any(0)
+        union = union + (cost * used).sum()
+    union = torch.as_tensor(union, dtype=torch.float64)
+    overlap = sum(usage.values()) / union if float(union) > 0 else torch.zeros((), dtype=torch.float64)
+    return {"usage": usage, "union": union, "overlap": overlap}
+
+
+def _pairwise_mean(matrix: Tensor) -> Tensor:
+    """Mean of the off-diagonal entries of a symmetric [D, D] matrix (the mean over pairs d < e)."""
+    d = matrix.shape[0]
+    return (matrix.sum() - matrix.diagonal().sum()) / (d * (d - 1))
+
+
+def _loss_on(kind: str, m: Tensor, w: Tensor, q: float, eps: float) -> Tensor:
+    """The sharing loss of masks ``m[D, C]`` with costs ``w[C]`` summing to 1; 0 when all domains agree."""
+    d = m.shape[0]
+    if kind == "int":  # pairwise co-use reward: every other user of a channel adds to its pull
+        co_use = (m * w) @ m.T
+        return 1 - _pairwise_mean(co_use)
+    if kind == "union":  # concave cost in the number of users: a private channel costs most, every user feels it
+        users = m.sum(0)
+        cost = (1 - (1 - q) ** users) / (1 - (1 - q) ** d)
+        return (w * cost).sum()
+    if kind == "jaccard":  # mean pairwise Tanimoto of the cost-weighted masks: scale-free in the budget level
+        inter = (m * w) @ m.T
+        size = inter.diagonal()
+        union = size[:, None] + size[None, :] - inter
+        return 1 - _pairwise_mean(inter / (union + eps))
+    if kind == "consensus":  # cost-weighted variance across domains, scaled to [0, 1]
+        return (w * ((m - m.mean(0)) ** 2).sum(0)).sum() / (d / 4)
+    intersection = (w * m.prod(0)).sum()
+    union = (w * (1 - (1 - m).prod(0))).sum()
+    if kind == "int_dway":
+        return 1 - intersection
+    if kind == "union_dway":
+        return union
+    if kind == "jaccard_dway":
+        return 1 - intersection / (union + eps)
+    raise ValueError(f"sharing.loss={kind!r} has no loss term; use one of {', '.join(SHARING_LOSSES)}")
+
+
+def sharing_loss(
+    kind: str,
+    domain_masks: Sequence[Masks],
+    costs: Mapping[str, Tensor],
+    *,
+    normalize: str = "layer",
+    q: float = 0.5,
+    eps: float = 1e-8,
+) -> Tensor:
+    """BAP's sharing term over ``domain_masks`` (one mapping per domain), in [0, 1], small when domains use the
+    same channels. The names are the papers'; these forms are ours (METHOD 3b).
+
+    ``normalize="layer"``: the loss of every layer with its costs scaled to sum to 1, averaged over layers, so
+    early layers (small per-channel costs) feel the same pressure as late ones; ``"cost"``: one loss over the
+    whole network in the budget's unit. ``q`` shapes the concave ``union`` cost (small q: closer to linear).
+    """
+    if normalize not in SHARING_NORMALIZATIONS:
+        raise ValueError(f"sharing.normalize={normalize!r} is not supported; use layer or cost")
+    if len(domain_masks) < 2:
+        raise ValueError("a sharing loss needs at least two domains; use sharing.loss=none for one")
+    names = list(costs)
+    if normalize == "cost":
+        m = torch.stack([torch.cat([masks[n] for n in names]) for masks in domain_masks])
+        w = torch.cat([costs[n] for n in names])
+        return _loss_on(kind, m, (w / w.sum()).to(m.dtype), q, eps)
+    per_layer = []
+    for n in names:
+        m = torch.stack([masks[n] for masks in domain_masks])
+        per_layer.append(_loss_on(kind, m, (costs[n] / costs[n].sum()).to(m.dtype), q, eps))
+    return torch.stack(per_layer).mean()

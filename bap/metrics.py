@@ -14,6 +14,8 @@ import torch
 
 __all__ = [
     "ACC_MEAN",
+    "ACC_MEAN_BEFORE_PROJECTION",
+    "BUDGET_TARGET",
     "BUDGET_MET",
     "DECATHLON_BASELINE",
     "DECATHLON_SCORE",
@@ -21,9 +23,11 @@ __all__ = [
     "LOSS_TOTAL",
     "MACS_MEAN",
     "MACS_RATIO",
+    "OVERLAP",
     "PARAMS_CONV",
     "PARAMS_RATIO",
     "PARAMS_TOTAL",
+    "PROJECTION_HEAVY",
     "SCORE_PER_MACS_RATIO",
     "SCORE_PER_PARAMS_RATIO",
     "SHARING_WEIGHT",
@@ -34,11 +38,11 @@ __all__ = [
     "budget_usage_key",
     "decathlon_score",
     "efficiency",
-    "lambda_key",
     "loss_key",
     "macs_key",
     "mean_accuracy",
     "projected_off_key",
+    "projected_share_key",
     "scored_domains",
     "val_acc_key",
 ]
@@ -51,8 +55,14 @@ PARAMS_RATIO = "params_ratio"  # PARAMS_TOTAL / single-domain backbone (conv + o
 MACS_MEAN = "macs_mean"  # mean over domains of MACs per image at the domain's input size
 MACS_RATIO = "macs_ratio"  # MACS_MEAN / the backbone's MACs
 UNION_FRACTION = "union_fraction"  # cost of the union of used channels / cost of all switched channels
+OVERLAP = "overlap"  # sum_d budget_usage_d / union_fraction: mean number of domains per used unit of cost
 BUDGET_MET = "budget_met"  # 1.0 when every domain's usage <= budget (always, after projection)
-DECATHLON_SCORE = "decathlon_score"
+ACC_MEAN_BEFORE_PROJECTION = "acc_mean_before_projection"  # the trained masks, before the final projection
+# 1.0 when the projection turned off more than budget.heavy_projection of some domain's budget: the front
+# leaves such trials out unless asked, since their accuracy is not what training produced.
+PROJECTION_HEAVY = "projection_heavy"
+# Computed on the val split; published Decathlon scores come from the test server, so the name says which.
+DECATHLON_SCORE = "decathlon_score_val"
 SCORE_PER_PARAMS_RATIO = "score_per_params_ratio"
 SCORE_PER_MACS_RATIO = "score_per_macs_ratio"
 
@@ -61,6 +71,7 @@ VAL_ACC_MEAN = "val/acc_mean"
 LOSS_TOTAL = "loss/total"
 LOSS_SHARING = "loss/sharing"
 SHARING_WEIGHT = "sharing_weight"  # the effective weight; changes over training when it is `learnable`
+BUDGET_TARGET = "budget_target"  # the usage each domain may have at this point of the budget's annealing
 
 
 def acc_key(domain: str) -> str:
@@ -75,10 +86,6 @@ def budget_usage_key(domain: str) -> str:
     return f"budget_usage/{domain}"
 
 
-def lambda_key(domain: str) -> str:
-    return f"lambda/{domain}"
-
-
 def loss_key(name: str) -> str:
     """``loss/<name>``: e.g. ``loss_key("ce/dtd")``; the total and the sharing term have constants."""
     return f"loss/{name}"
@@ -91,6 +98,11 @@ def macs_key(domain: str) -> str:
 def projected_off_key(domain: str) -> str:
     """Switches the post-training projection turned off for ``domain`` (METHOD 2 asks to report it)."""
     return f"projected_off/{domain}"
+
+
+def projected_share_key(domain: str) -> str:
+    """Share of ``domain``'s budget (in the budget's unit) the final projection turned off."""
+    return f"projected_share/{domain}"
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:

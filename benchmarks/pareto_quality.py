@@ -26,7 +26,7 @@ from bap.config import DataConfig, SharingConfig
 from bap.data import build_domains
 from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
                                 write_section)
-from benchmarks._training import experiment_config, pretrained_backbone, settings, train_fixed_switches
+from benchmarks._training import experiment_config, pretrained_backbone, settings
 
 BUDGETS = (1.0, 0.75, 0.5, 0.25)
 BAP_LOSSES = ("int", "union", "jaccard")
@@ -58,12 +58,9 @@ def train_one(s: Mapping, weights: str, data: DataConfig, domains: Mapping, budg
               seed: int) -> dict:
     """Train one (budget, method, seed) and return its table row."""
     start = time.perf_counter()
-    if method.startswith("random"):
-        cfg = experiment_config(s, weights, data, budget, "none", 0.0, seed)
-        metrics = train_fixed_switches(cfg, domains, shared=method == "random-shared").metrics
-    else:
-        cfg = experiment_config(s, weights, data, budget, method, DEFAULT_WEIGHT, seed)
-        metrics = train(cfg, domains=domains).metrics
+    sharing = method.replace("-", "_")  # random-shared is bap's random_shared baseline
+    cfg = experiment_config(s, weights, data, budget, sharing, DEFAULT_WEIGHT, seed)
+    metrics = train(cfg, domains=domains).metrics
     return {
         "budget": budget, "method": method, "seed": seed, "acc_mean": metrics["acc_mean"],
         **{d: metrics[f"acc/{d}"] for d in domains},

@@ -29,8 +29,15 @@ COSTS = {
 COST_NAMES = {"params": "parameters", "macs": "MACs"}
 ACC_LABEL = "mean top-1 accuracy over domains (%)"
 # Fixed colours per sharing loss, so every plot of every sweep reads the same.
-SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c"}
+SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c", "consensus": "#9467bd",
+                  "random": "#d62728", "random_shared": "#8c564b", "magnitude_shared": "#e377c2"}
 _EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+
+
+def front_accuracy(record: Mapping[str, Any]) -> Any:
+    """Accuracy as the front sees it: None (never optimal) for a trial whose final budget projection was heavy
+    (``projection_heavy``), since its accuracy is not what training produced."""
+    return None if record.get("projection_heavy") else record.get(ACCURACY)
 
 
 def group_key(record: Mapping[str, Any]) -> Tuple[str, str]:
@@ -44,7 +51,7 @@ def _color(sharing: str) -> str:
 
 
 def _sharing_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
-    """METHOD 3's order (none, int, union, jaccard), then any other name alphabetically."""
+    """The order of SHARING_COLORS (none, the losses, the baselines), then any other name alphabetically."""
     names = {str(r["sharing"]) for r in records}
     known = [n for n in SHARING_COLORS if n in names]
     return known + sorted(names - set(known))
@@ -63,7 +70,7 @@ def pareto_table(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
     """Records with ``pareto_params`` / ``pareto_macs`` flags, sorted by group, then params ratio, then run id."""
     rows = [dict(r) for r in records]
     for cost, (key, _) in COSTS.items():
-        for row, flag in zip(rows, is_optimal_by_group(rows, group_key, ACCURACY, key)):
+        for row, flag in zip(rows, is_optimal_by_group(rows, group_key, front_accuracy, key)):
             row[f"pareto_{cost}"] = flag
     missing = math.inf
     rows.sort(key=lambda r: (group_key(r), r.get("params_ratio") if r.get("params_ratio") is not None else missing,
@@ -124,7 +131,7 @@ def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
             pts = [r for r in members if str(r["sharing"]) == sharing]
             ax.scatter([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], s=36, color=_color(sharing),
                        alpha=0.75, label=f"sharing: {sharing}", zorder=3)
-        front = pareto_front(members, ACCURACY, cost_key)
+        front = pareto_front(members, front_accuracy, cost_key)
         ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
                 lw=1.2, zorder=2, label="Pareto front")
         ax.scatter([r[cost_key] for r in front], [r[ACCURACY] for r in front], s=90, facecolors="none",
@@ -180,7 +187,7 @@ def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs:
                                  r.get("macs_mean") or 0] for r in pts],
                 ), row=row, col=col)
                 shown.add(sharing)
-            front = pareto_front(members, ACCURACY, cost_key)
+            front = pareto_front(members, front_accuracy, cost_key)
             fig.add_trace(go.Scatter(
                 x=[r[cost_key] for r in front], y=[r[ACCURACY] for r in front], mode="lines+text",
                 line=dict(color="black", shape="hv", width=1.5), text=[_label(r) for r in front],

@@ -2,6 +2,7 @@
 
     python -m orchestrator.report experiment=NAME            # every sweep of the experiment
     python -m orchestrator.report experiment=NAME --sync     # first replay writes spooled while MLflow was down
+    python -m orchestrator.report experiment=NAME --include-heavy   # trials flagged projection_heavy on the front too
 
 Used by the sweep driver too (after each finished trial and at the end), so the sweep's own plots and a
 report made days later come from the same code and the same records.
@@ -41,8 +42,9 @@ def run_record(run: Any) -> dict[str, Any]:
         "status": run.info.status,
     }
     for key in (M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO, M.DECATHLON_SCORE,
-                M.UNION_FRACTION, M.BUDGET_MET):
+                M.UNION_FRACTION, M.OVERLAP, M.BUDGET_MET):
         record[key] = metrics.get(key)
+    record[M.PROJECTION_HEAVY] = metrics.get(M.PROJECTION_HEAVY) == 1.0
     return record
 
 
@@ -74,15 +76,20 @@ def format_table(table: list[dict]) -> str:
         lines.append(f"{'*' if r.get('pareto_params') else '':2}{str(r['domain_set'])[:17]:<18}"
                      f"{str(r['backbone']):<10}{str(r['sharing']):<9}{fmt(r['budget'], '>7g')}"
                      f"{fmt(r['acc_mean'], '>10.2f')}{fmt(r['params_ratio'], '>14.3f')}{fmt(r['macs_ratio'], '>12.3f')}")
+    for r in table:
+        if r.get(M.PROJECTION_HEAVY):
+            lines.append(f"! {r['run_id']}: projection_heavy (the final budget projection reshaped it), not on the front")
     lines.append("* on the accuracy-vs-parameters Pareto front of its group (domain set x backbone)")
     return "\n".join(lines)
 
 
-def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None) -> list[dict]:
+def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None,
+           include_heavy: bool = False) -> list[dict]:
     """Rebuild the front of every sweep in ``experiment`` from MLflow into a new ``report`` run there.
 
     ``sync`` first replays the writes spooled while MLflow was down: from ``spool_dir``, or by default from
-    ``DEFAULT_SPOOLS`` (relative to the current directory)."""
+    ``DEFAULT_SPOOLS`` (relative to the current directory). ``include_heavy`` lets trials whose final budget
+    projection was heavy onto the front (left off by default)."""
     if sync:
         left = {}
         for directory in [spool_dir] if spool_dir else DEFAULT_SPOOLS:
@@ -96,6 +103,9 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     records = collect_records(client, experiment_obj.experiment_id)
     if not records:
         raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
+    if include_heavy:
+        for record in records:
+            record[M.PROJECTION_HEAVY] = False
     run = client.create_run(experiment_obj.experiment_id, run_name="pareto-report", tags={"bap.report": "true"})
     table = publish_front(client, run.info.run_id, records)
     client.set_terminated(run.info.run_id)
@@ -112,9 +122,10 @@ def main(argv: list[str] | None = None) -> None:
     unknown = set(options) - {"experiment", "tracking_uri", "spool_dir"}
     if "experiment" not in options or unknown:
         raise SystemExit("usage: python -m orchestrator.report experiment=NAME [tracking_uri=URI] "
-                         "[spool_dir=DIR] [--sync]" + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
+                         "[spool_dir=DIR] [--sync] [--include-heavy]"
+                         + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
     report(options["experiment"], options.get("tracking_uri") or MlflowConfig().tracking_uri, "--sync" in args,
-           options.get("spool_dir"))
+           options.get("spool_dir"), include_heavy="--include-heavy" in args)
 
 
 if __name__ == "__main__":

@@ -102,6 +102,11 @@ def record_trial(
     result = bap.train(cfg, callback=epoch_done, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
     recorder.log_metrics(result.metrics, step=cfg.train.epochs)
+    if result.metrics[M.PROJECTION_HEAVY]:
+        recorder.set_tags({M.PROJECTION_HEAVY: "true"})
+        log.warning("trial %s: the final budget projection turned off more than budget.heavy_projection=%g of a "
+                    "domain's budget; it is tagged projection_heavy and left off the front", recorder.run_id,
+                    cfg.budget.heavy_projection)
     recorder.log_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False), "config.yaml")
     recorder.log_text(_domain_table(result), "domains.csv")
     model_path = os.path.join(os.path.dirname(recorder.spool_path), f"{recorder.run_id}.files", "model.bap")

@@ -11,7 +11,7 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
-from bap.config import BACKBONES, SHARING_LOSSES
+from bap.config import BACKBONES, SHARING_OPTIONS
 from orchestrator.config import SCHEDULERS, SweepConfig, expand_trials, trial_config
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
@@ -45,10 +45,10 @@ def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
     unknown = sorted({b for b in cfg.backbones or [] if b not in BACKBONES})
     if unknown:
         errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(BACKBONES)}")
-    unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_LOSSES})
+    unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_OPTIONS})
     if unknown:
         errors.append(
-            f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_LOSSES)}"
+            f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
         )
     backbones = cfg.backbones or [cfg.model.backbone]
     if cfg.model.weights == "embedded":

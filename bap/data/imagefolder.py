@@ -84,10 +84,20 @@ def _validate(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[list, list
     return splits
 
 
-def _build(domain: str, train: list, test: list, classes: list[str]) -> DomainData:
+def transforms_for(domain: str) -> tuple[T.Compose, T.Compose]:
+    """(train, test) transforms. The ``*_cropped`` domains are already cropped to their object, so Piggyback's
+    protocol resizes them whole to 224x224 (a random crop would cut the object); the others take the usual
+    RandomResizedCrop for training and Resize(256) + CenterCrop(224) for testing."""
     normalize = [T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    if domain.endswith("_cropped"):
+        whole = T.Resize((INPUT, INPUT))
+        return T.Compose([whole, T.RandomHorizontalFlip()] + normalize), T.Compose([whole] + normalize)
     train_tf = T.Compose([T.RandomResizedCrop(INPUT), T.RandomHorizontalFlip()] + normalize)
-    test_tf = T.Compose([T.Resize(256), T.CenterCrop(INPUT)] + normalize)
+    return train_tf, T.Compose([T.Resize(256), T.CenterCrop(INPUT)] + normalize)
+
+
+def _build(domain: str, train: list, test: list, classes: list[str]) -> DomainData:
+    train_tf, test_tf = transforms_for(domain)
     return DomainData(
         name=domain,
         num_classes=len(classes),

@@ -1,4 +1,4 @@
-"""The joint training loop of BAP: every domain at once, switches under a budget, a sharing term (METHOD 2-3).
+"""The joint training loop of BAP: every domain at once, switches under a budget, a sharing term (METHOD 2-3, 3b).
 
 ``Trainer`` owns the loop and its state only; evaluation, checkpoints, progress and reporting are hooks.
 """
@@ -18,7 +18,9 @@ from bap.config import ExperimentConfig
 from bap.data import DomainData, train_batches
 from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import Hook
-from bap.losses import budget_usage, dual_update, intersection_union, sharing_loss, switch_costs
+from bap import metrics as M
+from bap.baselines import baseline_masks
+from bap.losses import budget_target, select_to_budget, sharing_loss, switch_costs, usage_summary
 from bap.models.multidomain import MultiDomainNet
 
 
@@ -58,17 +60,21 @@ class Trainer:
 
         first = next(iter(self.domains.values()))
         self.costs = switch_costs(self.model, cfg.budget.unit, first.input_size)
-        # The learnable sharing weight (ours): exp(-omega) * L_PS + omega, omega trained with the switches.
-        self.omega = nn.Parameter(torch.zeros((), device=self.device)) if cfg.sharing.learnable else None
-        switch_params = list(self.model.switch_parameters()) + ([self.omega] if self.omega is not None else [])
+        if cfg.sharing.baseline:
+            # Switches fixed at the budget from the start and never trained; only BN and heads learn.
+            generator = torch.Generator().manual_seed(cfg.train.seed)
+            self.model.set_masks(baseline_masks(self.model, cfg.sharing.loss, cfg.budget.budget, self.costs, generator))
+            for latent in self.model.switch_parameters():
+                latent.requires_grad_(False)
         # fused: one kernel updates the many small latent vectors and BN parameters (a Python loop otherwise)
-        self.switch_optimizer = torch.optim.Adam(switch_params, lr=cfg.train.switch_lr, fused=True)
+        self.switch_optimizer = torch.optim.Adam(self.model.switch_parameters(), lr=cfg.train.switch_lr, fused=True)
         self.domain_optimizer = torch.optim.SGD(
             self.model.domain_parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
             weight_decay=cfg.train.weight_decay, fused=True,
         )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
-        self.multipliers = {d: 0.0 for d in self.domains}
+        # The learnable sharing weight's dual variable (ours): weight = max_weight * sigmoid(sharing_rho).
+        self.sharing_rho = 0.0
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps completed
         self.epoch_metrics: dict[str, Any] = {}
@@ -76,9 +82,26 @@ class Trainer:
         self.last_checkpoint: str | None = None  # set by CheckpointHook
 
     # ---- one optimizer step -----------------------------------------------------------------------------------
+    @property
+    def total_steps(self) -> int:
+        return self.cfg.train.epochs * self.cfg.train.steps_per_epoch
+
+    def budget_target(self, step: int) -> float:
+        """The usage every domain may have after ``step`` optimizer steps (annealed from 1 to beta)."""
+        b = self.cfg.budget
+        if self.cfg.sharing.baseline:
+            return b.budget
+        return budget_target(step, self.total_steps, b.budget, b.anneal_start, b.anneal_end)
+
+    def sharing_weight(self) -> float:
+        s = self.cfg.sharing
+        if not s.learnable:
+            return s.weight
+        return s.max_weight / (1.0 + math.exp(-self.sharing_rho))
+
     def run_step(self, batches: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
-        """One step over ``batches`` (domain -> batch): per domain CE_d + lambda_d (B_d - beta), then the
-        sharing term, backward, optimizer steps, dual ascent."""
+        """One step over ``batches`` (domain -> batch): per domain CE_d, then the sharing term, backward, optimizer
+        steps, then every domain's switches re-selected within the step's budget target."""
         cfg, model = self.cfg, self.model
         model.train()
         self.switch_optimizer.zero_grad(set_to_none=True)
@@ -89,28 +112,25 @@ class Trainer:
             with torch.autocast("cuda", enabled=self.amp):
                 logits = model(x, domain)
             ce = F.cross_entropy(logits.float(), y)
-            usage = budget_usage(model.soft_masks(domain), self.costs)
-            loss = ce + self.multipliers[domain] * (usage - cfg.budget.budget)
-            self.scaler.scale(loss).backward()  # per domain, so only one domain's activations are alive at a time
-            stats[f"loss/ce/{domain}"] = ce.item()
-            stats[f"budget_usage/{domain}"] = usage.item()
+            self.scaler.scale(ce).backward()  # per domain, so only one domain's activations are alive at a time
+            stats[M.loss_key(f"ce/{domain}")] = ce.item()
 
-        if cfg.sharing.loss != "none":
-            shared = sharing_loss(cfg.sharing.loss, [model.soft_masks(d) for d in self.domains], self.costs)
-            if self.omega is not None:
-                term = torch.exp(-self.omega) * shared + self.omega
-            else:
-                term = cfg.sharing.weight * shared
-            self.scaler.scale(term).backward()
-            stats["loss/sharing"] = shared.item()
+        if cfg.sharing.has_loss and len(self.domains) > 1:
+            s = cfg.sharing
+            shared = sharing_loss(s.loss, [model.soft_masks(d) for d in self.domains], self.costs,
+                                  normalize=s.normalize, q=s.q)
+            weight = self.sharing_weight()
+            self.scaler.scale(weight * shared).backward()
+            stats[M.LOSS_SHARING] = shared.item()
+            if s.learnable:  # dual ascent on the loss's target, clipped so the weight can always come back
+                self.sharing_rho = min(10.0, max(-10.0, self.sharing_rho + s.dual_lr * (stats[M.LOSS_SHARING] - s.target)))
 
         self.scaler.step(self.switch_optimizer)
         self.scaler.step(self.domain_optimizer)
         self.scaler.update()
-        for domain in batches:
-            self.multipliers[domain] = dual_update(
-                self.multipliers[domain], stats[f"budget_usage/{domain}"], cfg.budget.budget, cfg.budget.dual_lr
-            )
+        if not cfg.sharing.baseline:
+            target = self.budget_target(self.step + 1)
+            select_to_budget(model, {d: target for d in self.domains}, self.costs)
         return stats
 
     # ---- the loop ---------------------------------------------------------------------------------------------
@@ -156,14 +176,14 @@ class Trainer:
 
     @torch.no_grad()
     def switch_report(self) -> dict[str, float]:
-        """Binarised budget usage per domain, multipliers and the union fraction (in the budget's unit)."""
-        hard = {d: {n: m.float() for n, m in masks.items()} for d, masks in self.model.masks().items()}
-        report = {f"budget_usage/{d}": float(budget_usage(hard[d], self.costs)) for d in hard}
-        report.update({f"lambda/{d}": lam for d, lam in self.multipliers.items()})
-        _, union = intersection_union(list(hard.values()), self.costs)
-        report["union_fraction"] = float(union)
-        if self.omega is not None:
-            report["sharing_weight"] = float(torch.exp(-self.omega))
+        """Binarised usage per domain, the step's budget target, the union fraction and the overlap."""
+        summary = usage_summary(self.model.masks(), self.costs)
+        report = {M.budget_usage_key(d): float(u) for d, u in summary["usage"].items()}
+        report[M.BUDGET_TARGET] = self.budget_target(self.step)
+        report[M.UNION_FRACTION] = float(summary["union"])
+        report[M.OVERLAP] = float(summary["overlap"])
+        if self.cfg.sharing.has_loss:
+            report[M.SHARING_WEIGHT] = self.sharing_weight()
         return report
 
     # ---- exact resume -----------------------------------------------------------------------------------------
@@ -173,8 +193,7 @@ class Trainer:
             "switch_optimizer": self.switch_optimizer.state_dict(),
             "domain_optimizer": self.domain_optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
-            "omega": self.omega.detach().cpu() if self.omega is not None else None,
-            "multipliers": dict(self.multipliers),
+            "sharing_rho": self.sharing_rho,
             "epoch": self.epoch,
             "step": self.step,
             "history": list(self.history),
@@ -188,10 +207,7 @@ class Trainer:
         self.switch_optimizer.load_state_dict(state["switch_optimizer"])
         self.domain_optimizer.load_state_dict(state["domain_optimizer"])
         self.scaler.load_state_dict(state["scaler"])
-        if self.omega is not None and state["omega"] is not None:
-            with torch.no_grad():
-                self.omega.copy_(state["omega"])
-        self.multipliers = dict(state["multipliers"])
+        self.sharing_rho = float(state["sharing_rho"])
         self.epoch, self.step = int(state["epoch"]), int(state["step"])
         self.history = list(state["history"])
         torch.set_rng_state(state["rng_cpu"])

@@ -43,11 +43,13 @@ def build_model(
     unswitched: Sequence[str] = ("conv1",),
     threshold: float = 5e-3,
     init: float = 1e-2,
+    source_domain: str | None = None,
 ) -> MultiDomainNet:
     """Build a multi-domain ``backbone`` serving ``num_classes`` (domain -> classes), shared convs frozen.
 
     ``weights`` is a local state-dict file of a single-domain backbone (torchvision's for resnet50, the project's
-    own ``bap.pretrain`` output for resnet26); it is never downloaded.
+    own ``bap.pretrain`` output for resnet26); it is never downloaded. ``source_domain`` (the domain ``weights``
+    was trained on) keeps the file's classifier as its head.
     """
     if backbone not in _REGISTRY:
         raise KeyError(f"backbone={backbone!r} is not registered; known: {', '.join(list_models())}")
@@ -75,6 +77,8 @@ def build_model(
     if weights is not None:
         from bap.models.weights import load_backbone_weights
 
-        load_backbone_weights(model, weights)
+        load_backbone_weights(model, weights, source_domain)
+    elif source_domain is not None:
+        raise ValueError(f"model.source_domain={source_domain!r} needs model.weights: its head comes from that file")
     model.freeze_shared()
     return model

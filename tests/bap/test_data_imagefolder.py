@@ -2,13 +2,14 @@
 
 import os
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
 
 from bap.config import DataConfig
 from bap.data import build_domains, build_source, list_domains
-from bap.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD
+from bap.data.imagefolder import IMAGENET_MEAN, IMAGENET_STD, transforms_for
 
 COLOURS = {"ant": (200, 30, 30), "bee": (30, 200, 40), "cat": (40, 60, 220)}
 
@@ -106,3 +107,19 @@ def test_corrupt_image_fails_up_front(tree):
         f.write(b"\x89PNG broken")
     with pytest.raises(ValueError, match=r"cat/1\.png.*'flowers'"):
         build_domains(_cfg(tree))
+
+
+def test_cropped_domains_are_resized_whole_as_piggyback_does():
+    pixels = np.full((256, 320, 3), 128, dtype=np.uint8)
+    pixels[:12], pixels[-12:], pixels[:, :12], pixels[:, -12:] = 255, 255, 255, 255  # a white frame at the edge
+    image = Image.fromarray(pixels)
+    std, mean = torch.tensor(IMAGENET_STD)[:, None], torch.tensor(IMAGENET_MEAN)[:, None]
+
+    def corner(domain, split):
+        train_tf, test_tf = transforms_for(domain)
+        x = (train_tf if split == "train" else test_tf)(image)
+        assert x.shape == (3, 224, 224)
+        return float((x[:, 0, :1] * std + mean).mean())
+
+    assert corner("cubs_cropped", "val") > 0.95 and corner("cubs_cropped", "train") > 0.95  # the frame stays
+    assert corner("flowers", "val") < 0.6  # Resize(256) + CenterCrop(224) cuts it

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bap import build_model, count, list_models
 from bap.models import single_domain_state_dict
+from bap.models.weights import convert_rebuffi_state_dict
 from tests.bap.helpers import randomize_bn
 
 INPUT = {"resnet26": (64, 64), "resnet50": (224, 224)}
@@ -115,3 +116,58 @@ def test_bad_arguments_are_named():
         build_model("resnet26", {})
     with pytest.raises(ValueError, match="unswitched"):
         build_model("resnet26", {"a": 3}, unswitched=["stem"])
+
+
+def _rebuffi_layout(state, tasks=2):
+    """Our single-domain state dict written in residual_adapters' key layout, task 0 holding it, plus the
+    extras their parallel-adapter checkpoints carry (other tasks' BNs and heads, 1x1 adapters)."""
+    out = {}
+    for key, value in state.items():
+        for t in range(tasks):
+            v = value if t == 0 else torch.randn_like(value.float()).to(value.dtype)
+            if key == "conv1.weight":
+                out["pre_layers_conv.conv.weight"] = value
+            elif key.startswith("bn1."):
+                out[f"pre_layers_conv.bns.{t}.{key[4:]}"] = v
+            elif key.startswith("head_bn."):
+                out[f"end_bns.{t}.0.{key[8:]}"] = v
+            elif key.startswith("fc."):
+                out[f"linears.{t}.{key[3:]}"] = v
+            else:
+                block, name, leaf = key.rsplit(".", 2)
+                conv = "conv1" if name in ("conv1", "bn1") else "conv2.1"
+                if name.startswith("conv"):
+                    out[f"{block}.{conv}.conv.weight"] = value
+                    out[f"{block}.{conv}.parallel_conv.{t}.conv.weight"] = torch.zeros(1)
+                else:
+                    out[f"{block}.{conv}.bns.{t}.{leaf}"] = v
+    return out
+
+
+def test_rebuffi_checkpoint_converts_into_our_layout_with_its_source_head(tmp_path):
+    source = build_model("resnet26", {"imagenet12": 7}, width=0.25)
+    randomize_bn(source)
+    ours = single_domain_state_dict(source, "imagenet12")
+    converted = convert_rebuffi_state_dict(_rebuffi_layout(ours))
+    assert converted.keys() == ours.keys() and all(torch.equal(converted[k], ours[k]) for k in ours)
+    path = tmp_path / "rebuffi.pt"
+    torch.save(converted, path)
+    model = build_model("resnet26", {"imagenet12": 7, "dtd": 3}, width=0.25, weights=str(path),
+                        source_domain="imagenet12")
+    x = torch.randn(2, 3, 32, 32)
+    source.eval(), model.eval()
+    torch.testing.assert_close(model(x, "imagenet12"), source(x, "imagenet12"))  # the pretrained classifier kept
+    with pytest.raises(ValueError, match="unknown keys"):
+        convert_rebuffi_state_dict({**_rebuffi_layout(ours), "layer1.0.conv1.bns.0.0.conv.0.weight": torch.zeros(1)})
+
+
+def test_source_head_must_match_the_file(tmp_path):
+    source = build_model("resnet26", {"src": 7}, width=0.25)
+    path = tmp_path / "w.pt"
+    torch.save(single_domain_state_dict(source, "src"), path)
+    with pytest.raises(ValueError, match="source domain 'src' needs"):
+        build_model("resnet26", {"src": 5}, width=0.25, weights=str(path), source_domain="src")
+    other = build_model("resnet26", {"dtd": 7}, width=0.25, weights=str(path), source_domain="src")  # not trained
+    assert not torch.equal(other.fc.heads["dtd"].weight, source.fc.heads["src"].weight)
+    with pytest.raises(ValueError, match="needs model.weights"):
+        build_model("resnet26", {"src": 7}, width=0.25, source_domain="src")
