@@ -77,7 +77,7 @@ def test_metric_keys():
     assert metrics.acc_key("dtd") == "acc/dtd"
     assert metrics.val_acc_key("vgg-flowers") == "val/acc/vgg-flowers"
     assert metrics.budget_usage_key("dtd") == "budget_usage/dtd"
-    assert metrics.lambda_key("dtd") == "lambda/dtd"
+    assert metrics.projected_share_key("dtd") == "projected_share/dtd"
     assert metrics.loss_key("ce/dtd") == "loss/ce/dtd"
     assert metrics.VAL_ACC_MEAN == "val/acc_mean"
 
