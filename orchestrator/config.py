@@ -69,7 +69,7 @@ class SweepConfig:
     resume: bool = False
 
     # Fixed values shared by every trial. The sharing-loss *name* is the `sharing` axis (None: bap's default,
-    # jaccard); only its weight is fixed here (a float or "learnable").
+    # union); only its weight is fixed here (a float or "learnable").
     model: ModelConfig = field(default_factory=ModelConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     sharing_weight: Any = SharingConfig().weight

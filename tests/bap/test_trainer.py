@@ -9,7 +9,7 @@ import torch
 from bap import ExperimentConfig, train
 from bap import metrics as M
 from bap.config import BASELINES, SHARING_OPTIONS, BudgetConfig, ModelConfig, SharingConfig, TrainConfig
-from bap.engine.hooks import CHECKPOINT_NAME
+from bap.engine.hooks import CHECKPOINT_NAME, Hook
 from bap.engine.trainer import Trainer
 from bap.train import build_for, finalize
 from tests.bap.helpers import tiny_domain
@@ -17,9 +17,10 @@ from tests.bap.helpers import tiny_domain
 
 def config(budget=1.0, sharing="none", epochs=2, **train_kw):
     sharing_kw = {k: train_kw.pop(k) for k in ("target", "max_weight", "dual_lr") if k in train_kw}
+    budget_kw = {k: train_kw.pop(k) for k in ("anneal_start", "anneal_end") if k in train_kw}
     return ExperimentConfig(
         model=ModelConfig(backbone="resnet26", width=0.125),
-        budget=BudgetConfig(budget=budget),
+        budget=BudgetConfig(budget=budget, **budget_kw),
         sharing=SharingConfig(loss=sharing, weight=train_kw.pop("weight", 1.0), **sharing_kw),
         train=TrainConfig(epochs=epochs, steps_per_epoch=train_kw.pop("steps", 3), batch_size=8,
                           eval_batch_size=16, device="cpu", switch_lr=train_kw.pop("switch_lr", 0.01), **train_kw),
@@ -87,6 +88,22 @@ def test_at_budget_one_no_switch_turns_off(tiny_domains):
     assert result.metrics[M.PARAMS_RATIO] == pytest.approx(1.0 + 0.0, abs=0.2)  # union = the whole backbone
 
 
+def test_switches_are_fixed_once_the_budget_has_annealed(tiny_domains):
+    cfg = config(budget=0.5, sharing="jaccard", epochs=4, steps=5, anneal_start=0.0, anneal_end=0.5)
+    snapshots = []
+
+    class Snapshot(Hook):
+        def after_epoch(self, trainer):
+            snapshots.append({n: p.detach().clone() for n, p in trainer.model.named_parameters() if "latent" in n})
+
+    trainer = Trainer(build_for(cfg, tiny_domains), tiny_domains, cfg, hooks=[Snapshot()])
+    trainer.fit()
+    # epochs 1-2 anneal (latents move); epochs 3-4 fine-tune BN and heads on the final masks
+    assert any(not torch.equal(snapshots[0][n], snapshots[1][n]) for n in snapshots[0])
+    assert all(torch.equal(snapshots[1][n], snapshots[3][n]) for n in snapshots[1])
+    assert trainer.history[1]["loss/sharing"] > 0 and "loss/sharing" not in trainer.history[3]
+
+
 def _three_domains():
     return {name: tiny_domain(name, 3, seed=seed) for seed, name in enumerate(("p", "q", "r"))}
 
@@ -110,7 +127,7 @@ def test_each_sharing_loss_raises_overlap_above_none_at_the_same_usage():
 def test_learnable_weight_stays_bounded_and_comes_back_over_a_long_run(tiny_domains):
     # target 0 is never reached: the weight rises, but never past max_weight (exp(-w) L + w grew without bound)
     cfg = config(budget=0.5, sharing="jaccard", epochs=1, steps=60, weight="learnable", target=0.0, max_weight=4.0,
-                 dual_lr=2.0)
+                 dual_lr=2.0, anneal_end=1.0)
     trainer = Trainer(build_for(cfg, tiny_domains), tiny_domains, cfg)
     trainer.fit()
     assert 3.9 < trainer.sharing_weight() < 4.0

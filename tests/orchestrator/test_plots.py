@@ -51,3 +51,12 @@ def test_report_with_no_completed_trial(tmp_path):
     failed = [RECORDS[-1]]
     paths = write_pareto_report(failed, str(tmp_path), include_plotlyjs=False)
     assert all((tmp_path / name).exists() for name in paths)
+
+
+def test_a_heavily_projected_trial_stays_off_the_front_unless_its_flag_is_cleared():
+    heavy = {**record("heavy", 0.25, "union", 95.0, 0.20), "projection_heavy": True}
+    rows = {r["run_id"]: r for r in pareto_table([*RECORDS, heavy])}
+    assert not rows["heavy"]["pareto_params"]
+    assert rows["r4"]["pareto_params"] and rows["r2"]["pareto_params"]  # what it would have dominated stays
+    rows = {r["run_id"]: r for r in pareto_table([*RECORDS, {**heavy, "projection_heavy": False}])}
+    assert rows["heavy"]["pareto_params"] and not rows["r4"]["pareto_params"]

@@ -71,7 +71,7 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
                     "acc/digits", "budget_met"):
             assert key in m, key
         assert m["budget_met"] == 1.0 and m["budget_usage/digits"] <= float(p["budget"])
-        assert p["model.width"] == "0.125" and p["sharing_loss"] == "jaccard" and p["train.epochs"] == "2"
+        assert p["model.width"] == "0.125" and p["sharing_loss"] == "union" and p["train.epochs"] == "2"
         assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
         assert r.data.tags[PARETO_TAG] in ("true", "false")
         files = {a.path for a in client.list_artifacts(r.info.run_id)}
