@@ -31,6 +31,8 @@ ACC_LABEL = "mean top-1 accuracy over domains (%)"
 # Fixed colours per sharing loss, so every plot of every sweep reads the same.
 SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c", "consensus": "#9467bd",
                   "random": "#d62728", "random_shared": "#8c564b", "magnitude_shared": "#e377c2"}
+# Baselines get their own marker shape (matplotlib, plotly), so they read apart from the learned methods at a glance.
+BASELINE_MARKERS = {"random": ("X", "x"), "random_shared": ("^", "triangle-up"), "magnitude_shared": ("s", "square")}
 _EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
 
 
@@ -130,7 +132,8 @@ def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
         for sharing in _sharing_order(members):
             pts = [r for r in members if str(r["sharing"]) == sharing]
             ax.scatter([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], s=36, color=_color(sharing),
-                       alpha=0.75, label=f"sharing: {sharing}", zorder=3)
+                       marker=BASELINE_MARKERS.get(sharing, ("o",))[0], alpha=0.75, label=f"sharing: {sharing}",
+                       zorder=3)
         front = pareto_front(members, front_accuracy, cost_key)
         ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
                 lw=1.2, zorder=2, label="Pareto front")
@@ -181,7 +184,9 @@ def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs:
                 pts = [r for r in members if str(r["sharing"]) == sharing]
                 fig.add_trace(go.Scatter(
                     x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
-                    marker=dict(color=_color(sharing), size=9), name=f"sharing: {sharing}", legendgroup=sharing,
+                    marker=dict(color=_color(sharing), size=9,
+                                symbol=BASELINE_MARKERS.get(sharing, ("o", "circle"))[1]),
+                    name=f"sharing: {sharing}", legendgroup=sharing,
                     showlegend=sharing not in shown, hovertemplate=hover,
                     customdata=[[r.get("run_id"), r.get("budget"), sharing, r.get("params_total") or 0,
                                  r.get("macs_mean") or 0] for r in pts],
