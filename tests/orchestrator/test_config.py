@@ -34,8 +34,10 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
 def test_paper_presets_sweep_the_papers_grid():
     vd = compose_sweep_config(["preset=vd_resnet26"])
     assert (vd.model.backbone, vd.data.name) == ("resnet26", "decathlon")
-    assert vd.budgets == [1.0, 0.75, 0.5, 0.25] and vd.sharing == ["none", "int", "union", "jaccard"]
-    assert len(expand_trials(vd)) == 16
+    assert vd.budgets == [1.0, 0.75, 0.5, 0.25]
+    assert vd.sharing == ["none", "int", "union", "jaccard", "consensus", "random_shared", "magnitude_shared"]
+    assert len(expand_trials(vd)) == 28
+    assert vd.model.source_domain == "imagenet12"
     sketch = compose_sweep_config(["preset=sketch_resnet50"])
     assert (sketch.model.backbone, sketch.data.name, sketch.ray.gpus_per_trial) == ("resnet50", "imagenet_sketch", 1.0)
 
