@@ -10,7 +10,7 @@ from orchestrator.config import (
 from orchestrator.config_store import compose_sweep_config
 
 
-@pytest.mark.parametrize("preset", ["smoke", "vd_resnet26", "sketch_resnet50"])
+@pytest.mark.parametrize("preset", ["smoke", "study", "vd_resnet26", "sketch_resnet50"])
 def test_every_preset_composes_into_the_dataclasses(preset):
     cfg = compose_sweep_config([f"preset={preset}"])
     assert type(cfg) is SweepConfig
@@ -31,11 +31,23 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
     assert compose_sweep_config([]) == cfg
 
 
+def test_study_preset_sweeps_every_method_and_baseline_over_five_seeds():
+    cfg = compose_sweep_config(["preset=study"])
+    assert set(cfg.sharing) == {"none", "int", "union", "jaccard", "consensus", "random", "random_shared",
+                                "magnitude_shared"}
+    assert cfg.budgets == [1.0, 0.75, 0.5, 0.25] and cfg.seeds == [0, 1, 2, 3, 4]
+    assert len(expand_trials(cfg)) == 160
+    smoke = compose_sweep_config(["preset=smoke"])
+    assert (cfg.train, cfg.model, cfg.data) == (smoke.train, smoke.model, smoke.data)  # the smoke sweep's trials
+
+
 def test_paper_presets_sweep_the_papers_grid():
     vd = compose_sweep_config(["preset=vd_resnet26"])
     assert (vd.model.backbone, vd.data.name) == ("resnet26", "decathlon")
-    assert vd.budgets == [1.0, 0.75, 0.5, 0.25] and vd.sharing == ["none", "int", "union", "jaccard"]
-    assert len(expand_trials(vd)) == 16
+    assert vd.budgets == [1.0, 0.75, 0.5, 0.25]
+    assert vd.sharing == ["none", "int", "union", "jaccard", "consensus", "random_shared", "magnitude_shared"]
+    assert len(expand_trials(vd)) == 28
+    assert vd.model.source_domain == "imagenet12"
     sketch = compose_sweep_config(["preset=sketch_resnet50"])
     assert (sketch.model.backbone, sketch.data.name, sketch.ray.gpus_per_trial) == ("resnet50", "imagenet_sketch", 1.0)
 
