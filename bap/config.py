@@ -144,7 +144,7 @@ class DataConfig:
     # Embedded data only: image side, images per class and split, generator seed.
     image_size: int = 32
     train_per_class: int = 60
-    val_per_class: int = 30
+    val_per_class: int = 50
     # Embedded source domain (`shapes`) used to pretrain the backbone: more images than the targets get.
     source_train_per_class: int = 300
     seed: int = 0

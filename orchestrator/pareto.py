@@ -95,3 +95,31 @@ def is_optimal_by_group(
         for i, flag in zip(members, is_optimal([points[i] for i in members], accuracy, cost)):
             flags[i] = flag
     return flags
+
+
+# Hypervolume reference (accuracy up, cost down): worse than any point a sweep should produce, fixed so fronts of
+# different sweeps of one experiment compare. Cost 1.5x the single-domain backbone (a multi-domain model of every
+# channel sits near 1.0-1.1x), accuracy 0%.
+HV_REFERENCE = {"cost": 1.5, "accuracy": 0.0}
+
+
+def hypervolume(
+    points: Sequence[P],
+    accuracy: Getter = "accuracy",
+    cost: Getter = "cost",
+    reference: Mapping[str, float] = HV_REFERENCE,
+) -> float:
+    """Area of the (cost, accuracy) plane that the front dominates, bounded by ``reference``: larger is better.
+
+    Points at or beyond the reference (cost >= its cost or accuracy <= its accuracy), and invalid ones, add
+    nothing; duplicates and dominated points add nothing twice. Units: accuracy points x cost ratio.
+    """
+    acc_of, cost_of = _getter(accuracy), _getter(cost)
+    ref_cost, ref_acc = float(reference["cost"]), float(reference["accuracy"])
+    inside = [p for p in points if _value(p, cost_of) < ref_cost and _value(p, acc_of) > ref_acc]
+    front = pareto_front(inside, acc_of, cost_of)  # cost ascending, so accuracy ascends along it
+    area = 0.0
+    for i, p in enumerate(front):
+        next_cost = _value(front[i + 1], cost_of) if i + 1 < len(front) else ref_cost
+        area += (next_cost - _value(p, cost_of)) * (_value(p, acc_of) - ref_acc)
+    return area

@@ -15,6 +15,7 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from matplotlib.figure import Figure
 
 from orchestrator.pareto import group_points, is_optimal_by_group, pareto_front
+from orchestrator.stats import mean_ci
 
 FIELDS = (
     "run_id", "domain_set", "backbone", "sharing", "budget",
@@ -68,12 +69,51 @@ def _label(record: Mapping[str, Any]) -> str:
     return f"β={float(record['budget']):g} {record['sharing']}"
 
 
+CONFIGURATION = ("domain_set", "backbone", "sharing", "budget")  # a trial's seeds repeat one configuration
+SUMMARISED = (ACCURACY, "params_ratio", "macs_ratio")
+
+
+def configurations(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
+    """One point per configuration (all but the seed): the mean over its complete trials of accuracy and costs,
+    ``<key>_low`` / ``<key>_high`` their 95% t-interval (None from a single seed), ``seeds`` the count; fronts are
+    drawn on these means, since one seed is one draw of a noisy result."""
+    grouped = group_points(records, lambda r: tuple(r[k] for k in CONFIGURATION))
+    points = []
+    for key, members in grouped.items():
+        done = [r for r in members if _complete(r, "params_ratio")]
+        point: Dict[str, Any] = dict(zip(CONFIGURATION, key), seeds=len(done),
+                                     projection_heavy=any(r.get("projection_heavy") for r in members))
+        for name in SUMMARISED:
+            values = [float(r[name]) for r in done if r.get(name) is not None]
+            mean, low, high = mean_ci(values) if values else (None, None, None)
+            point[name] = mean
+            point[f"{name}_low"], point[f"{name}_high"] = (low, high) if len(values) > 1 else (None, None)
+        points.append(point)
+    return points
+
+
+def _configuration_key(record: Mapping[str, Any]) -> tuple:
+    return tuple(record[k] for k in CONFIGURATION)
+
+
 def pareto_table(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Records with ``pareto_params`` / ``pareto_macs`` flags, sorted by group, then params ratio, then run id."""
-    rows = [dict(r) for r in records]
+    """Records with ``pareto_params`` / ``pareto_macs`` flags (their configuration's mean is on its group's front),
+    its configuration's ``seeds`` and mean and 95% interval columns, sorted by group, params ratio, run id."""
+    points = configurations(records)
+    by_key = {_configuration_key(p): p for p in points}
+    rows = []
+    for record in records:
+        point = by_key[_configuration_key(record)]
+        row = dict(record, seeds=point["seeds"])
+        for name in SUMMARISED:
+            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = (
+                point[name], point[f"{name}_low"], point[f"{name}_high"])
+        rows.append(row)
     for cost, (key, _) in COSTS.items():
-        for row, flag in zip(rows, is_optimal_by_group(rows, group_key, front_accuracy, key)):
-            row[f"pareto_{cost}"] = flag
+        flags = dict(zip((_configuration_key(p) for p in points),
+                         is_optimal_by_group(points, group_key, front_accuracy, key)))
+        for row in rows:
+            row[f"pareto_{cost}"] = flags[_configuration_key(row)] and _complete(row, key)
     missing = math.inf
     rows.sort(key=lambda r: (group_key(r), r.get("params_ratio") if r.get("params_ratio") is not None else missing,
                              str(r.get("run_id"))))
@@ -118,10 +158,21 @@ def _annotate_front(ax: Any, front: Sequence[Mapping[str, Any]], cost_key: str, 
                     bbox=dict(boxstyle="round,pad=0.15", fc="white", ec="none", alpha=0.8))
 
 
+def _half_widths(points: Sequence[Mapping[str, Any]], key: str) -> Optional[List[List[float]]]:
+    """Error-bar lengths [below, above] of each point's interval, or None when no point has one."""
+    if all(p.get(f"{key}_low") is None for p in points):
+        return None
+    below = [p[key] - p[f"{key}_low"] if p.get(f"{key}_low") is not None else 0.0 for p in points]
+    above = [p[f"{key}_high"] - p[key] if p.get(f"{key}_high") is not None else 0.0 for p in points]
+    return [below, above]
+
+
 def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
-    """One panel per group: every trial coloured by sharing loss, the front as a labelled staircase."""
+    """One panel per group: each configuration's mean over its seeds (95% interval bars where there are several)
+    coloured by sharing loss, single trials faint behind them, the front on the means as a labelled staircase."""
     cost_key, cost_label = COSTS[cost]
-    groups = group_points([r for r in records if _complete(r, cost_key)], group_key)
+    trials = group_points([r for r in records if _complete(r, cost_key)], group_key)
+    groups = group_points([p for p in configurations(records) if _complete(p, cost_key)], group_key)
     fronts = []
     ncols = max(1, min(3, len(groups)))
     nrows = max(1, math.ceil(len(groups) / ncols))
@@ -129,11 +180,18 @@ def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     fig.suptitle(f"Pareto front: mean accuracy vs {COST_NAMES[cost]} (up and left is better)", fontsize=12)
     for ax, ((domain_set, backbone), members) in zip(axes, groups.items()):
+        several = any(p["seeds"] > 1 for p in members)
         for sharing in _sharing_order(members):
             pts = [r for r in members if str(r["sharing"]) == sharing]
-            ax.scatter([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], s=36, color=_color(sharing),
-                       marker=BASELINE_MARKERS.get(sharing, ("o",))[0], alpha=0.75, label=f"sharing: {sharing}",
-                       zorder=3)
+            marker = BASELINE_MARKERS.get(sharing, ("o",))[0]
+            if several:
+                runs = [r for r in trials[(domain_set, backbone)] if str(r["sharing"]) == sharing]
+                ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(sharing),
+                           marker=marker, alpha=0.25, zorder=2)
+            ax.errorbar([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], xerr=_half_widths(pts, cost_key),
+                        yerr=_half_widths(pts, ACCURACY), fmt=marker, ms=6, color=_color(sharing), alpha=0.85,
+                        elinewidth=1, capsize=2, label=f"sharing: {sharing}" + (" (mean, 95% CI)" if several else ""),
+                        zorder=3)
         front = pareto_front(members, front_accuracy, cost_key)
         ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
                 lw=1.2, zorder=2, label="Pareto front")
@@ -168,28 +226,30 @@ def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    groups = group_points(records, group_key)
+    groups = group_points(configurations(records), group_key)
     keys = list(groups) or [("none", "none")]
     fig = make_subplots(
         rows=len(COSTS), cols=len(keys), shared_yaxes=True,
         subplot_titles=[f"{cost}: {ds} | {bb}" for cost in COSTS for ds, bb in keys],
     )
     shown = set()
-    hover = ("run %{customdata[0]}<br>β=%{customdata[1]} sharing=%{customdata[2]}<br>acc_mean=%{y:.2f}%"
-             "<br>params=%{customdata[3]:,} MACs=%{customdata[4]:,.0f}<br>ratio=%{x:.3f}<extra></extra>")
+    hover = ("β=%{customdata[0]} sharing=%{customdata[1]}, %{customdata[2]} seed(s)<br>acc_mean=%{y:.2f}% "
+             "(mean)<br>ratio=%{x:.3f} (mean)<extra></extra>")
     for row, (cost, (cost_key, cost_label)) in enumerate(COSTS.items(), start=1):
         for col, key in enumerate(keys, start=1):
             members = [r for r in groups.get(key, []) if _complete(r, cost_key)]
             for sharing in _sharing_order(members):
                 pts = [r for r in members if str(r["sharing"]) == sharing]
+                bars = {axis: _half_widths(pts, key) for axis, key in (("x", cost_key), ("y", ACCURACY))}
                 fig.add_trace(go.Scatter(
                     x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
+                    **{f"error_{axis}": dict(type="data", symmetric=False, array=b[1], arrayminus=b[0], thickness=1)
+                       for axis, b in bars.items() if b is not None},
                     marker=dict(color=_color(sharing), size=9,
                                 symbol=BASELINE_MARKERS.get(sharing, ("o", "circle"))[1]),
                     name=f"sharing: {sharing}", legendgroup=sharing,
                     showlegend=sharing not in shown, hovertemplate=hover,
-                    customdata=[[r.get("run_id"), r.get("budget"), sharing, r.get("params_total") or 0,
-                                 r.get("macs_mean") or 0] for r in pts],
+                    customdata=[[r.get("budget"), sharing, r.get("seeds")] for r in pts],
                 ), row=row, col=col)
                 shown.add(sharing)
             front = pareto_front(members, front_accuracy, cost_key)

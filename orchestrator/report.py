@@ -39,12 +39,15 @@ def run_record(run: Any) -> dict[str, Any]:
         "backbone": tags.get("backbone", params.get("model.backbone")),
         "sharing": tags.get("sharing", params.get("sharing_loss")),
         "budget": float(tags.get("budget", params.get("budget", "nan"))),
+        "seed": int(tags.get("seed", params.get("train.seed", 0))),
         "status": run.info.status,
     }
     for key in (M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO, M.DECATHLON_SCORE,
                 M.UNION_FRACTION, M.OVERLAP, M.BUDGET_MET):
         record[key] = metrics.get(key)
     record[M.PROJECTION_HEAVY] = metrics.get(M.PROJECTION_HEAVY) == 1.0
+    usage = [v for k, v in metrics.items() if k.startswith(M.budget_usage_key(""))]
+    record["budget_usage_min"] = min(usage) if usage else None
     return record
 
 

@@ -10,11 +10,16 @@ yields the same images. Domains (METHOD.md 7 asks for a source and targets of cl
 - `textures` (8): grey-level texture patches (brick, grass, gravel, moon, page, handwriting, deep field, blobs)
   at random scale and dihedral pose, mapped onto random dark-to-light colour pairs; train and val crop
   disjoint parts of each picture.
-- `scenes` (8): colour patches of eight photographs (class = photograph) under colour jitter.
+- `scenes` (8): colour patches of eight photographs (class = photograph) under colour jitter; train and val crop
+  disjoint parts of each photograph.
 - `faces` (5): LFW-subset faces upright / rotated 90 ccw / upside down / rotated 90 cw, and non-faces, in
   faintly tinted monochrome; train and val use disjoint faces.
+- `letters` (10): capital letters in Pillow's bundled font at a random pose, thin dark ink on light paper.
+- `gratings` (6): sinusoidal gratings whose orientation (0-150 degrees, +-10) is the class.
 
-Classes are balanced; digits and faces split their source images so val never shows a train digit/face.
+Classes are balanced; digits and faces split their source images so val never shows a train digit/face, and the
+procedural domains (letters, gratings) draw every image afresh. With six targets, independent random masks at
+budget 0.5 need 1 - 0.5^6 = 98% of the channels, so what sharing saves is measurable.
 Colours are drawn per image, independently of the class, so mean colour gives little away (scenes excepted:
 a photograph's palette is part of what identifies it). Drawing code lives in `embedded_draw.py`.
 """
@@ -37,10 +42,14 @@ from bap.data.checks import check_known_domains
 from bap.data.domain import DomainData
 from bap.data.embedded_draw import (
     FACES,
+    GRATINGS,
+    LETTERS,
     SCENES,
     TEXTURES,
     draw_digits,
     draw_faces,
+    draw_gratings,
+    draw_letters,
     draw_scenes,
     draw_source_shapes,
     draw_textures,
@@ -70,6 +79,9 @@ DOMAINS: dict[str, EmbeddedDomain] = {
     "scenes": EmbeddedDomain(3, SCENES, draw_scenes, flip=True),
     # A flip turns "rotated_ccw" into "rotated_cw", so never flip faces.
     "faces": EmbeddedDomain(4, FACES, draw_faces, flip=False),
+    # A mirrored letter or grating may be another class (or no letter): never flip them.
+    "letters": EmbeddedDomain(5, LETTERS, draw_letters, flip=False),
+    "gratings": EmbeddedDomain(6, GRATINGS, draw_gratings, flip=False),
 }
 TARGETS = tuple(name for name in DOMAINS if name != SOURCE)
 

@@ -12,16 +12,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bap.data.geometric import affine_warp, random_crops, rot90_flip
+from bap.data.geometric import affine_warp, centred_grid, random_crops, rot90_flip
 from bap.data.photometric import colorize, contrasting_colors, jitter, smooth_noise
 from bap.data.procedural import draw_shapes
-from bap.data.sources import digits, gray_texture, lfw_faces, picture
+from bap.data.sources import digits, gray_texture, letter_glyphs, lfw_faces, picture
 
 TEXTURES = ("brick", "grass", "gravel", "moon", "page", "text", "hubble_deep_field", "binary_blobs")
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "immunohistochemistry", "stereo_motorcycle", "camera")
 FACES = ("upright", "rotated_ccw", "upside_down", "rotated_cw", "non_face")
-# Fraction of a picture's width that textures' train crops come from; val crops come from the rest.
-TEXTURE_TRAIN_COLUMNS = 0.7
+LETTERS = tuple("AEFGHKMPRT")
+# Grating orientations in degrees: 30 degrees apart, a quarter of the +-15 degree tolerance never overlaps.
+GRATINGS = ("0", "30", "60", "90", "120", "150")
+# Fraction of a picture's width that textures' and scenes' train crops come from; val crops come from the rest.
+TRAIN_COLUMNS = 0.7
 _POOL_KEY = 2  # rng stream that splits digits/faces into train and val pools (0/1 are the splits' own streams)
 
 
@@ -56,8 +59,13 @@ def draw_digits(labels: np.ndarray, split: str, size: int, rng: np.random.Genera
     return jitter(images, rng, brightness=0.1, contrast=0.2, noise=0.06)
 
 
+def _columns(split: str) -> tuple[float, float]:
+    """The part of a picture a split crops from: train and val never see the same pixels."""
+    return (0.0, TRAIN_COLUMNS) if split == "train" else (TRAIN_COLUMNS, 1.0)
+
+
 def draw_textures(labels: np.ndarray, split: str, size: int, rng: np.random.Generator, seed: int, key: int) -> Tensor:
-    region = (0.0, TEXTURE_TRAIN_COLUMNS) if split == "train" else (TEXTURE_TRAIN_COLUMNS, 1.0)
+    region = _columns(split)
     gray = torch.empty(len(labels), 1, size, size)
     for c in np.unique(labels):
         where = torch.from_numpy(np.flatnonzero(labels == c))
@@ -71,7 +79,8 @@ def draw_scenes(labels: np.ndarray, split: str, size: int, rng: np.random.Genera
     images = torch.empty(len(labels), 3, size, size)
     for c in np.unique(labels):
         where = torch.from_numpy(np.flatnonzero(labels == c))
-        images[where] = random_crops(picture(SCENES[c]), len(where), size, rng, side=(0.2, 0.45))
+        images[where] = random_crops(picture(SCENES[c]), len(where), size, rng, side=(0.2, 0.3),
+                                     region=_columns(split))
     flip = torch.from_numpy(np.flatnonzero(rng.random(len(labels)) < 0.5))
     images[flip] = images[flip].flip(3)
     return jitter(images, rng, brightness=0.15, contrast=0.3, saturation=0.4, tint=0.2, noise=0.03)
@@ -100,6 +109,35 @@ def draw_faces(labels: np.ndarray, split: str, size: int, rng: np.random.Generat
     light = rng.uniform(0.7, 1.0, (n, 1)) * rng.uniform(0.85, 1.15, (n, 3))
     images = colorize(gray, torch.from_numpy(light.astype(np.float32)), torch.from_numpy(dark.astype(np.float32)))
     return jitter(images, rng, brightness=0.1, contrast=0.2, noise=0.04)
+
+
+def draw_letters(labels: np.ndarray, split: str, size: int, rng: np.random.Generator, seed: int, key: int) -> Tensor:
+    """Capital letters (Pillow's own scalable font) at a random pose, dark on a light blotchy background of
+    random hue, with a few thin distractor strokes: thin dark strokes, unlike digits' light ones."""
+    n = len(labels)
+    glyphs = letter_glyphs(LETTERS)
+    ink = affine_warp(glyphs[labels][:, None], size, rng.uniform(-20, 20, n), rng.uniform(0.6, 0.9, n),
+                      rng.uniform(-0.15, 0.15, (n, 2))).clamp(0, 1)
+    fg, bg = contrasting_colors(rng, n, min_dist=0.35, lighter_fg=True)  # fg light: it is the background here
+    paper = fg[:, :, None, None] + 0.1 * smooth_noise(rng, n, 3, size)
+    images = paper * (1 - ink) + bg[:, :, None, None] * ink
+    return jitter(images, rng, brightness=0.1, contrast=0.2, noise=0.05)
+
+
+def draw_gratings(labels: np.ndarray, split: str, size: int, rng: np.random.Generator, seed: int, key: int) -> Tensor:
+    """Sinusoidal gratings whose orientation is the class (+-10 degrees), at random frequency, phase and colours,
+    under a smooth illumination field: oriented periodic texture, statistics no other domain has."""
+    n = len(labels)
+    x, y = centred_grid(size)
+    angle = np.deg2rad(np.array([float(GRATINGS[c]) for c in labels]) + rng.uniform(-10, 10, n))
+    freq = rng.uniform(2.0, 5.0, n) * np.pi  # 2-5 periods across the image
+    phase = rng.uniform(0, 2 * np.pi, n)
+    as_t = lambda a: torch.from_numpy(a.astype(np.float32))[:, None, None]  # noqa: E731
+    wave = torch.sin(as_t(freq) * (x * as_t(np.cos(angle)) + y * as_t(np.sin(angle))) + as_t(phase))
+    gray = (0.5 + 0.5 * wave)[:, None]
+    fg, bg = contrasting_colors(rng, n, min_dist=0.3)
+    images = colorize(gray, fg, bg) * (1 + 0.2 * smooth_noise(rng, n, 1, size, grid=2))
+    return jitter(images, rng, brightness=0.1, contrast=0.2, noise=0.08)
 
 
 def draw_source_shapes(

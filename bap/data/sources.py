@@ -1,5 +1,5 @@
-"""Real pictures that ship inside installed packages (scikit-image, scikit-learn): no download, same bytes on
-every machine. Each loader is cached; callers must treat the returned tensors as read-only."""
+"""Real pictures and glyphs that ship inside installed packages (scikit-image, scikit-learn, Pillow's font): no
+download, same bytes on every machine. Each loader is cached; callers must treat the returned tensors as read-only."""
 
 from __future__ import annotations
 
@@ -69,3 +69,17 @@ def lfw_faces() -> tuple[Tensor, Tensor]:
 
     images = torch.from_numpy(_as_float(skimage.data.lfw_subset()))
     return images[:100], images[100:]
+
+
+@lru_cache(maxsize=None)
+def letter_glyphs(letters: tuple[str, ...], side: int = 64) -> Tensor:
+    """Each letter drawn centred in a `side` square with Pillow's bundled scalable font: [len, side, side] in [0, 1]."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    font = ImageFont.load_default(size=int(side * 0.8))
+    out = torch.empty(len(letters), side, side)
+    for i, letter in enumerate(letters):
+        image = Image.new("L", (side, side))
+        ImageDraw.Draw(image).text((side / 2, side / 2), letter, font=font, fill=255, anchor="mm")
+        out[i] = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0)
+    return out

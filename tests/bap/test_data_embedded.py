@@ -16,7 +16,7 @@ TINY = dict(image_size=16, train_per_class=4, val_per_class=2)
 
 @pytest.fixture(scope="module")
 def full():
-    """All five domains at the default size (60 + 30 per class, 32x32): uint8 (train_x, train_y, val_x, val_y)."""
+    """All seven domains at the default size (60 + 50 per class, 32x32): uint8 (train_x, train_y, val_x, val_y)."""
     cfg = DataConfig()
     return {name: generate(name, cfg.image_size, cfg.train_per_class, cfg.val_per_class, cfg.seed) for name in DOMAINS}
 
@@ -38,7 +38,7 @@ def _spectrum(x):
 
 
 def test_domain_lists():
-    assert list_domains(DataConfig()) == ["digits", "textures", "scenes", "faces"] == list(TARGETS)
+    assert list_domains(DataConfig()) == ["digits", "textures", "scenes", "faces", "letters", "gratings"] == list(TARGETS)
     assert build_source(DataConfig(**TINY)).name == "shapes"
     assert list(build_domains(DataConfig(domains=["faces", "shapes"], **TINY))) == ["faces", "shapes"]
     with pytest.raises(ValueError, match=r"'cifar'.*known: shapes, digits"):
@@ -67,7 +67,8 @@ def test_items_shapes_balance_and_normalisation():
 def test_flip_only_where_it_keeps_the_class():
     domains = build_domains(DataConfig(domains=list(DOMAINS), **TINY))
     assert {n: d.train.flip for n, d in domains.items()} == {
-        "shapes": True, "digits": False, "textures": True, "scenes": True, "faces": False,
+        "shapes": True, "digits": False, "textures": True, "scenes": True, "faces": False, "letters": False,
+        "gratings": False,
     }
 
 
@@ -113,7 +114,7 @@ def test_domains_differ_in_low_level_statistics(full):
     val_y = np.concatenate([[i] * len(full[n][2]) for i, n in enumerate(names)])
     scaler = StandardScaler().fit(train_x)
     clf = LogisticRegression(max_iter=1000).fit(scaler.transform(train_x), train_y)
-    assert clf.score(scaler.transform(val_x), val_y) > 0.6  # chance 0.2
+    assert clf.score(scaler.transform(val_x), val_y) > 0.6  # chance 1/7
 
 
 def test_learnable_but_not_trivial(full):
@@ -147,6 +148,29 @@ def test_more_frozen_channels_more_accuracy(full):
         narrow, wide = (_ridge(features(train_x, k), train_y, features(val_x, k), val_y) for k in (4, 64))
         gains.append(wide - narrow)
     assert np.mean(gains) > 0.05 and sum(g > 0 for g in gains) >= 3, gains
+
+
+def test_testbed_has_enough_val_images_and_disjoint_sources(full):
+    """At least 50 val images a class (binomial s.e. of a domain's accuracy under 3 points at 50%), and no val
+    image equal to a train image in any domain."""
+    for name in TARGETS:
+        train_x, _, val_x, val_y = full[name]
+        assert np.bincount(val_y.numpy()).min() >= 50, name
+        train = {bytes(x.numpy()) for x in train_x}
+        assert not any(bytes(x.numpy()) in train for x in val_x), name
+
+
+def test_scenes_crop_train_and_val_from_disjoint_columns(monkeypatch):
+    from bap.data import embedded_draw
+
+    seen = []
+    real = embedded_draw.random_crops
+    monkeypatch.setattr(embedded_draw, "random_crops", lambda *a, **k: seen.append(k["region"]) or real(*a, **k))
+    rng = np.random.default_rng(0)
+    embedded_draw.draw_scenes(np.arange(8), "train", 16, rng, 0, 3)
+    embedded_draw.draw_scenes(np.arange(8), "val", 16, rng, 0, 3)
+    train_region, val_region = seen[0], seen[-1]
+    assert train_region[1] <= val_region[0]
 
 
 def test_affine_warp_rotates_counter_clockwise_as_displayed():

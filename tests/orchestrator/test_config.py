@@ -10,7 +10,7 @@ from orchestrator.config import (
 from orchestrator.config_store import compose_sweep_config
 
 
-@pytest.mark.parametrize("preset", ["smoke", "vd_resnet26", "sketch_resnet50"])
+@pytest.mark.parametrize("preset", ["smoke", "study", "vd_resnet26", "sketch_resnet50"])
 def test_every_preset_composes_into_the_dataclasses(preset):
     cfg = compose_sweep_config([f"preset={preset}"])
     assert type(cfg) is SweepConfig
@@ -29,6 +29,16 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
     assert len(expand_trials(cfg)) == 3
     # a bare `python -m orchestrator.sweep` is this sweep
     assert compose_sweep_config([]) == cfg
+
+
+def test_study_preset_sweeps_every_method_and_baseline_over_five_seeds():
+    cfg = compose_sweep_config(["preset=study"])
+    assert set(cfg.sharing) == {"none", "int", "union", "jaccard", "consensus", "random", "random_shared",
+                                "magnitude_shared"}
+    assert cfg.budgets == [1.0, 0.75, 0.5, 0.25] and cfg.seeds == [0, 1, 2, 3, 4]
+    assert len(expand_trials(cfg)) == 160
+    smoke = compose_sweep_config(["preset=smoke"])
+    assert (cfg.train, cfg.model, cfg.data) == (smoke.train, smoke.model, smoke.data)  # the smoke sweep's trials
 
 
 def test_paper_presets_sweep_the_papers_grid():

@@ -3,7 +3,13 @@ import subprocess
 import sys
 from typing import NamedTuple
 
-from orchestrator.pareto import is_optimal, is_optimal_by_group, pareto_front, pareto_front_by_group
+import numpy as np
+import pytest
+
+from orchestrator.pareto import (
+    hypervolume, is_optimal, is_optimal_by_group, pareto_front, pareto_front_by_group,
+)
+from orchestrator.stats import bootstrap_ci, mean_ci
 
 
 class Pt(NamedTuple):
@@ -81,3 +87,32 @@ def test_pareto_imports_no_ray_or_mlflow():
     code = "import sys, orchestrator.pareto; print(sorted({'ray', 'mlflow'} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _pt(acc, cost):
+    return {"accuracy": acc, "cost": cost}
+
+
+def test_hypervolume_of_hand_made_fronts():
+    ref = {"cost": 1.0, "accuracy": 0.0}
+    assert hypervolume([_pt(50, 0.5)], reference=ref) == pytest.approx(25.0)
+    # staircase: (0.2, 40) then (0.6, 60): 0.4 * 40 + 0.4 * 60
+    assert hypervolume([_pt(40, 0.2), _pt(60, 0.6)], reference=ref) == pytest.approx(40.0)
+    # a dominated point, an exact duplicate and a tie in cost add nothing
+    assert hypervolume([_pt(40, 0.2), _pt(60, 0.6), _pt(30, 0.7), _pt(60, 0.6), _pt(35, 0.2)],
+                       reference=ref) == pytest.approx(40.0)
+    # beyond the reference (too costly, or below its accuracy) and invalid points add nothing
+    assert hypervolume([_pt(40, 0.2), _pt(99, 1.0), _pt(-5, 0.1), _pt(None, 0.1), _pt(float("nan"), 0.1)],
+                       reference=ref) == pytest.approx(32.0)
+    assert hypervolume([], reference=ref) == 0.0
+
+
+def test_mean_ci_and_paired_bootstrap():
+    mean, low, high = mean_ci([1.0, 2.0, 3.0])
+    assert mean == 2.0 and low == pytest.approx(2 - 4.302653 / 3 ** 0.5) and high == pytest.approx(2 + 4.302653 / 3 ** 0.5)
+    assert mean_ci([5.0])[1:] == (float("-inf"), float("inf"))
+    a, b = np.array([10.0, 11, 12, 13, 14]), np.array([9.0, 10, 11, 12, 13])  # b = a - 1 on every seed
+    estimate, low, high = bootstrap_ci(lambda idx: float(a[idx].mean() - b[idx].mean()), 5)
+    assert estimate == low == high == pytest.approx(1.0)  # paired: the seed-to-seed spread cancels
+    estimate, low, high = bootstrap_ci(lambda idx: float(a[idx].mean()), 5)
+    assert low < estimate < high

@@ -1,5 +1,7 @@
 import csv
 
+import pytest
+
 from orchestrator.plots import FIELDS, pareto_table, write_pareto_report
 
 
@@ -37,7 +39,8 @@ def test_report_files_and_csv_content(tmp_path):
     assert "Pareto front" in (tmp_path / "report" / "pareto.html").read_text()
     with open(tmp_path / "report" / "pareto.csv", newline="") as handle:
         reader = csv.DictReader(handle)
-        assert reader.fieldnames == [*FIELDS, "pareto_params", "pareto_macs"]
+        ci = [f"{k}_{s}" for k in ("acc_mean", "macs_ratio", "params_ratio") for s in ("high", "low", "mean")]
+        assert reader.fieldnames == [*FIELDS, "pareto_params", "pareto_macs", *ci, "seeds"]
         rows = list(reader)
     by_id = {r["run_id"]: r for r in rows}
     assert len(rows) == len(RECORDS)
@@ -60,3 +63,20 @@ def test_a_heavily_projected_trial_stays_off_the_front_unless_its_flag_is_cleare
     assert rows["r4"]["pareto_params"] and rows["r2"]["pareto_params"]  # what it would have dominated stays
     rows = {r["run_id"]: r for r in pareto_table([*RECORDS, {**heavy, "projection_heavy": False}])}
     assert rows["heavy"]["pareto_params"] and not rows["r4"]["pareto_params"]
+
+
+def test_seeds_of_a_configuration_make_one_front_point_with_its_interval(tmp_path):
+    seeds = [{**record(f"u{s}", 0.5, "union", acc, 0.60), "seed": s} for s, acc in enumerate((80.0, 84.0, 88.0))]
+    # one lucky seed of `none` beats union's mean, but not none's own mean
+    lucky = [{**record(f"n{s}", 0.5, "none", acc, 0.62), "seed": s} for s, acc in enumerate((95.0, 70.0, 72.0))]
+    rows = {r["run_id"]: r for r in pareto_table([*seeds, *lucky])}
+    assert all(rows[f"u{s}"]["pareto_params"] for s in range(3))  # mean 84 at 0.60: the front
+    assert not any(rows[f"n{s}"]["pareto_params"] for s in range(3))  # mean 79 at 0.62: dominated
+    u = rows["u0"]
+    assert u["seeds"] == 3 and u["acc_mean_mean"] == 84.0
+    half = 4.302653 * 4.0 / 3 ** 0.5  # t(0.975, 2) * sd / sqrt(n)
+    assert u["acc_mean_low"] == pytest.approx(84 - half) and u["acc_mean_high"] == pytest.approx(84 + half)
+    single = pareto_table(RECORDS)[0]
+    assert single["seeds"] == 1 and single["acc_mean_low"] is None  # no interval from one seed
+    paths = write_pareto_report([*seeds, *lucky], str(tmp_path), include_plotlyjs=False)
+    assert "error_y" in (tmp_path / "pareto.html").read_text() and paths["pareto_params.png"]
