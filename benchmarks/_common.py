@@ -13,6 +13,7 @@ import os
 import platform
 import re
 import statistics
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
@@ -57,6 +58,15 @@ def machine_info() -> dict[str, Any]:
         props = torch.cuda.get_device_properties(0)
         info["cuda"] = f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda})"
     return info
+
+
+def git_commit() -> str:
+    """The repository's commit, ``-dirty`` when tracked files differ from it: which code made a section."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
 def describe_machine(info: Mapping[str, Any]) -> str:

@@ -26,7 +26,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from bap.config import SharingConfig
-from benchmarks._common import add_common_args, describe_machine, machine_info, markdown_table, print_result, write_section
+from benchmarks._common import (
+    add_common_args, describe_machine, git_commit, machine_info, markdown_table, print_result, write_section,
+)
 from orchestrator.pareto import HV_REFERENCE, hypervolume
 from orchestrator.stats import bootstrap_ci, mean_ci
 
@@ -265,7 +267,8 @@ def main() -> None:
 - Runs: experiment `{args.experiment}`, {len(records)} finished trials: methods {', '.join(study.methods)} x budgets
   {', '.join(f'{b:g}' for b in study.budgets)} x seeds {', '.join(map(str, study.seeds))}, made by
   `python -m orchestrator.sweep preset=study` (settings in `sweeps/preset/study.yaml`).
-- Default method `{DEFAULT_METHOD}` (bap's `SharingConfig` default, chosen before this run).
+- Default method `{DEFAULT_METHOD}` (bap's `SharingConfig` default, chosen before this run). Analysed at commit
+  `{git_commit()}`; the trials ran on the same method code.
 
 {body}
 

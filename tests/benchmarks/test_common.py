@@ -145,3 +145,10 @@ def test_write_section_skips_quick_runs_and_an_empty_output(tmp_path):
     assert not path.exists()
     write_section(parser.parse_args(["--output", str(path)]), "alpha", "measured")
     assert "<!-- BEGIN alpha -->\nmeasured\n<!-- END alpha -->" in path.read_text()
+
+
+def test_git_commit_names_the_checked_out_commit():
+    from benchmarks._common import REPO_ROOT, git_commit
+
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert git_commit().split("-")[0] == head.stdout.strip()
