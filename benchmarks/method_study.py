@@ -27,9 +27,10 @@ import numpy as np
 
 from bap.config import SharingConfig
 from benchmarks._common import (
-    add_common_args, describe_machine, git_commit, machine_info, markdown_table, print_result, write_section,
+    REPO_ROOT, add_common_args, describe_machine, git_commit, machine_info, markdown_table, print_result, write_section,
 )
 from orchestrator.pareto import HV_REFERENCE, hypervolume
+from orchestrator.plots import plot_png
 from orchestrator.stats import bootstrap_ci, mean_ci
 
 EXPERIMENT = "study"
@@ -39,6 +40,7 @@ CHEAP_BASELINES = ("random_shared", "magnitude_shared")
 PARAMS_MARGIN = 0.10  # the default's union params_ratio at least this far below none's
 EQUAL_PARAMS_POINTS = 3.0  # accuracy above the cheap baselines at equal params_ratio
 USAGE_SLACK = 0.03  # every domain ends within this far below its budget
+FRONT_PLOT = "docs/method_study_front.png"  # the study's front, linked from its BENCHMARKS.md section
 VALUES = ("acc_mean", "params_ratio", "macs_ratio", "budget_usage_min", "overlap")
 
 
@@ -260,6 +262,8 @@ def main() -> None:
     print(body)
     copied = copy_models(client, study, args.models_dir)
     print(f"copied {copied} pruned models to {args.models_dir}")
+    if not args.quick:
+        plot_png(records, "params", str(REPO_ROOT / FRONT_PLOT))
     margins = [d[1] for d in result["hv_diff"].values()]
     section = f"""## Method study: BAP against its baselines, 95% intervals over seeds (`benchmarks/method_study.py`)
 
@@ -269,6 +273,8 @@ def main() -> None:
   `python -m orchestrator.sweep preset=study` (settings in `sweeps/preset/study.yaml`).
 - Default method `{DEFAULT_METHOD}` (bap's `SharingConfig` default, chosen before this run). Analysed at commit
   `{git_commit()}`; the trials ran on the same method code.
+
+![fronts of the study: configuration means with 95% intervals]({FRONT_PLOT})
 
 {body}
 
