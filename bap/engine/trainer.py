@@ -122,14 +122,15 @@ class Trainer:
             self.scaler.scale(ce).backward()  # per domain, so only one domain's activations are alive at a time
             stats[M.loss_key(f"ce/{domain}")] = ce.item()
 
-        if cfg.sharing.has_loss and len(self.domains) > 1 and learning_switches:
+        if cfg.sharing.has_loss and len(self.domains) > 1:
             s = cfg.sharing
-            shared = sharing_loss(s.loss, [model.soft_masks(d) for d in self.domains], self.costs,
-                                  normalize=s.normalize, q=s.q)
-            weight = self.sharing_weight()
-            self.scaler.scale(weight * shared).backward()
+            with torch.set_grad_enabled(learning_switches):  # once switches are fixed: logged, not trained
+                shared = sharing_loss(s.loss, [model.soft_masks(d) for d in self.domains], self.costs,
+                                      normalize=s.normalize, q=s.q)
             stats[M.LOSS_SHARING] = shared.item()
-            if s.learnable:  # dual ascent on the loss's target, clipped so the weight can always come back
+            if learning_switches:
+                self.scaler.scale(self.sharing_weight() * shared).backward()
+            if learning_switches and s.learnable:  # dual ascent on the loss's target, clipped so it can come back
                 self.sharing_rho = min(10.0, max(-10.0, self.sharing_rho + s.dual_lr * (stats[M.LOSS_SHARING] - s.target)))
 
         self.scaler.step(self.switch_optimizer)

@@ -16,7 +16,7 @@ def test_public_names():
 
 
 @pytest.mark.parametrize(
-    ("name", "count"), [("embedded", 4), ("decathlon", 10), ("imagenet_sketch", 5)]
+    ("name", "count"), [("embedded", 6), ("decathlon", 10), ("imagenet_sketch", 5)]
 )
 def test_list_domains_needs_no_disk(name, count, tmp_path):
     cfg = DataConfig(name=name, root=str(tmp_path / "not-there"))

@@ -83,7 +83,7 @@ def test_bad_values_fail_at_composition(override, match):
 
 def test_axes_default_to_the_fixed_values():
     cfg = SweepConfig()
-    assert sweep_axes(cfg) == {"backbone": ["resnet26"], "domains": [None], "sharing": ["jaccard"], "budget": [1.0],
+    assert sweep_axes(cfg) == {"backbone": ["resnet26"], "domains": [None], "sharing": ["union"], "budget": [1.0],
                                "seed": [0]}
 
 

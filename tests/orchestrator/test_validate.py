@@ -58,8 +58,8 @@ def test_unknown_sharing_loss_lists_the_known():
 
 
 def test_unknown_domain_lists_the_known():
-    [error] = errors_of(sweep(domain_sets=[["digits", "letters"]]))
-    assert "domain_sets has unknown embedded domain(s) 'letters'" in error
+    [error] = errors_of(sweep(domain_sets=[["digits", "symbols"]]))
+    assert "domain_sets has unknown embedded domain(s) 'symbols'" in error
     assert all(d in error for d in list_domains(SweepConfig().data))
     [error] = errors_of(with_data(sweep(), domains=["cifar100"]))
     assert error.startswith("data.domains has unknown embedded domain(s) 'cifar100'")
