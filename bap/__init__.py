@@ -6,7 +6,7 @@ Plain PyTorch; never imports Ray, MLflow or Hydra, so it works the same from a n
 from bap import metrics
 from bap.config import BudgetConfig, DataConfig, ExperimentConfig, ModelConfig, SharingConfig, TrainConfig
 from bap.counting import Counts, count, reference_counts
-from bap.io import load, save
+from bap.io import ModelFileError, load, save
 from bap.models import build_model, list_models
 from bap.pretrain import PretrainConfig, pretrain
 from bap.prune import materialize
@@ -14,6 +14,6 @@ from bap.train import TrainResult, train
 
 __all__ = [
     "BudgetConfig", "Counts", "DataConfig", "ExperimentConfig", "ModelConfig", "PretrainConfig", "SharingConfig",
-    "TrainConfig", "TrainResult", "build_model", "count", "list_models", "load", "materialize", "metrics",
+    "ModelFileError", "TrainConfig", "TrainResult", "build_model", "count", "list_models", "load", "materialize", "metrics",
     "pretrain", "reference_counts", "save", "train",
 ]

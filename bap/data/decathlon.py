@@ -85,7 +85,12 @@ def _join(root: str, domain: str, split: str, path: str, data: dict, listing: Di
     for image in data["images"]:
         if int(image["id"]) in files:
             raise ValueError(f"{path}: image id {image['id']} appears twice in 'images' (domain {domain!r})")
-        files[int(image["id"])] = image["file_name"]
+        name = str(image["file_name"])
+        # An annotation file is input: it may name images only inside the data root.
+        if os.path.isabs(name) or ".." in name.replace("\\", "/").split("/"):
+            raise ValueError(f"{path}: file_name {name!r} (domain {domain!r}) leaves the data root; file names are "
+                             "relative to the root and start with data/")
+        files[int(image["id"])] = name
 
     category_of: dict[int, int] = {}
     for ann in data["annotations"]:

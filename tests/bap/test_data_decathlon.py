@@ -157,6 +157,13 @@ def test_annotation_with_unknown_category(tree):
         build_domains(_cfg(tree))
 
 
+@pytest.mark.parametrize("name", ["../../etc/passwd", "data/dtd/../../../outside.jpg", "/etc/passwd"])
+def test_file_names_outside_the_root_are_refused(tree, name):
+    _edit(tree, "dtd_train.json", lambda d: d["images"][0].update(file_name=name))
+    with pytest.raises(ValueError, match=r"dtd_train\.json: file_name .* leaves the data root"):
+        build_domains(_cfg(tree))
+
+
 def test_missing_image_file(tree):
     victim = os.path.join(tree, "data", "svhn", "val", "1037.jpg")
     os.remove(victim)

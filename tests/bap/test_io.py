@@ -3,7 +3,9 @@
 import pytest
 import torch
 
-from bap import build_model, load, materialize, save
+import json
+
+from bap import ModelFileError, build_model, load, materialize, save
 from tests.bap.helpers import random_masks, randomize_bn
 
 
@@ -22,7 +24,7 @@ def test_round_trip_gives_identical_logits(tmp_path, trained_like, kind):
     path = str(tmp_path / "m.bap")
     save(model, path)
     raw = torch.load(path, weights_only=True)  # no pickled code inside
-    assert set(raw) == {"format", "version", "arch", "shapes", "state_dict"}
+    assert set(raw) == {"format", "version", "arch", "shapes", "state_dict", "sha256"}
     loaded = load(path).eval()
     assert loaded.domains == model.domains
     x = torch.randn(2, 3, 32, 32)
@@ -48,6 +50,61 @@ def test_truncated_corrupted_and_foreign_files_are_named(tmp_path, trained_like)
         load(str(tmp_path / "plain.pt"))
     with pytest.raises(FileNotFoundError, match="absent.bap"):
         load(str(tmp_path / "absent.bap"))
+
+
+def _tampered(tmp_path, model, change):
+    path = tmp_path / "m.bap"
+    save(model, str(path))
+    payload = torch.load(path, weights_only=True)
+    change(payload)
+    torch.save(payload, tmp_path / "tampered.bap")
+    return str(tmp_path / "tampered.bap")
+
+
+def test_changed_tensors_fail_the_digest(tmp_path, trained_like):
+    def flip(payload):
+        payload["state_dict"]["fc.heads.a.weight"][0, 0] += 1.0
+
+    with pytest.raises(ModelFileError, match="tampered.bap' fails its SHA-256 check"):
+        load(_tampered(tmp_path, materialize(trained_like), flip))
+    path = tmp_path / "m.bap"  # 64 bytes flipped inside the file: no silent load, whatever breaks first
+    data = bytearray(path.read_bytes())
+    middle = len(data) // 2
+    data[middle:middle + 64] = bytes(b ^ 0xFF for b in data[middle:middle + 64])
+    (tmp_path / "flipped.bap").write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="flipped.bap"):
+        load(str(tmp_path / "flipped.bap"))
+
+
+@pytest.mark.parametrize("lie", ["width", "classes", "shape", "missing", "backbone"])
+def test_an_architecture_its_tensors_contradict_is_refused_before_allocation(tmp_path, trained_like, lie):
+    def change(payload):
+        arch, shapes = json.loads(payload["arch"]), json.loads(payload["shapes"])
+        if lie == "width":
+            arch["width"] = 400.0  # would allocate a ~100 GB backbone
+        elif lie == "classes":
+            arch["num_classes"]["a"] = 10**9
+        elif lie == "shape":
+            shapes["layer1.0.conv2"]["in"] = 10**6
+        elif lie == "missing":
+            del arch["num_classes"]
+        else:
+            arch["backbone"] = "vgg"
+        payload["arch"], payload["shapes"] = json.dumps(arch), json.dumps(shapes)
+
+    message = {"width": "width 400", "classes": "1000000000 classes", "shape": "layer1.0.conv2",
+               "missing": "unreadable architecture", "backbone": "backbone 'vgg'"}[lie]
+    with pytest.raises(ModelFileError, match=message):
+        load(_tampered(tmp_path, materialize(trained_like), change))
+
+
+def test_a_version_1_file_says_what_to_do(tmp_path, trained_like):
+    def old(payload):
+        payload["version"] = 1
+        del payload["sha256"]
+
+    with pytest.raises(ModelFileError, match="format version 1.*no digest"):
+        load(_tampered(tmp_path, trained_like, old))
 
 
 @pytest.mark.gpu
