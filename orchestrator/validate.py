@@ -103,21 +103,15 @@ def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> Non
         errors.append(
             f"data.root={data.root} does not exist; point data.root (or ${env}) at the {data.name} directory"
         )
-    elif data.name == "decathlon":
-        # METHOD 7's devkit tree; the trial parses the JSON, here we only look for the files.
-        for domain in domains:
-            for split in ("train", "val"):
-                path = os.path.join(data.root, "annotations", f"{domain}_{split}.json")
-                if not os.path.isfile(path):
-                    errors.append(
-                        f"{path} (domain {domain!r}) is missing; extract the Decathlon devkit under data.root"
-                    )
-    elif data.name == "imagenet_sketch":
-        for domain in domains:
-            for split in ("train", "test"):
-                path = os.path.join(data.root, domain, split)
-                if not os.path.isdir(path):
-                    errors.append(f"{path} (domain {domain!r}) is missing; create {path}/<class>/<images>")
+    elif domains:
+        # bap.data's own up-front checks (annotation files and their contents, image paths and headers, class
+        # sets): an error an hour into a cluster job is raised here instead.
+        from bap.data import check_domains
+
+        try:
+            check_domains(cfg.data, domains)
+        except (ValueError, OSError) as err:
+            errors.append(str(err))
     backbones = cfg.backbones or [cfg.model.backbone]
     files = cfg.model.weights not in (None, "embedded")
     for path in sorted({cfg.model.weights.replace("{backbone}", b) for b in backbones} if files else ()):
@@ -126,6 +120,17 @@ def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> Non
                 f"model.weights file {path} does not exist; train one with the pretrain entry point, "
                 "fix the path, or set model.weights=null for a randomly initialised backbone"
             )
+
+
+def _check_model(cfg: SweepConfig, errors: List[str]) -> None:
+    """Model options against the layer names of each backbone the sweep builds (a narrow copy: same names)."""
+    from bap import build_model
+
+    for backbone in cfg.backbones or [cfg.model.backbone]:
+        try:
+            build_model(backbone, {"probe": 1}, width=1 / 16, unswitched=cfg.model.unswitched)
+        except (ValueError, KeyError) as err:
+            errors.append(f"model.unswitched={list(cfg.model.unswitched)}: {str(err).strip(chr(39))}")
 
 
 def _check_trials(cfg: SweepConfig, errors: List[str]) -> None:
@@ -199,6 +204,7 @@ def validate(cfg: SweepConfig, cluster_resources: Optional[Dict[str, float]] = N
     domains = _check_domains(cfg, errors)
     _check_paths(cfg, domains, errors)
     if not errors:  # every trial would repeat an axis error above
+        _check_model(cfg, errors)
         _check_trials(cfg, errors)
     _check_ray(cfg, cluster_resources, errors)
     _check_scheduler(cfg, errors)

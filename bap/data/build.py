@@ -26,6 +26,13 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return _module(cfg).list_domains(cfg)
 
 
+def check_domains(cfg: DataConfig, domains: list[str]) -> None:
+    """Every up-front check `build_domains` makes for `domains` (roots, annotation files and their contents,
+    image paths and headers, class sets), without building the data sets: what a sweep's dry run can check on
+    the driver before any trial starts. Raises the same errors, naming the file, domain and fix."""
+    _module(cfg).check_domains(cfg, domains)
+
+
 def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
     """`data.domains` (or every target domain), in that order.
 

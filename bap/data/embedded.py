@@ -138,9 +138,13 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return list(TARGETS)
 
 
+def check_domains(cfg: DataConfig, domains: list[str]) -> None:
+    check_known_domains("embedded", domains, list(DOMAINS))
+
+
 def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
     domains = list(cfg.domains) if cfg.domains is not None else list_domains(cfg)
-    check_known_domains("embedded", domains, list(DOMAINS))
+    check_domains(cfg, domains)
     return {name: _build(name, cfg) for name in domains}
 
 

@@ -113,6 +113,10 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return list(DOMAINS)
 
 
+def check_domains(cfg: DataConfig, domains: list[str]) -> None:
+    _validate(cfg, list(domains))
+
+
 def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
     domains = list(cfg.domains) if cfg.domains is not None else list_domains(cfg)
     splits = _validate(cfg, domains)

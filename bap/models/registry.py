@@ -73,7 +73,8 @@ def build_model(
     model = _REGISTRY[backbone](arch)
     unknown = set(unswitched) - set(model.convs()) - {"*"}
     if unknown:
-        raise ValueError(f"unswitched={sorted(unknown)} names no conv of {backbone}; e.g. 'conv1' is the stem")
+        raise ValueError(f"unswitched={sorted(unknown)} names no conv of {backbone}; its convs: "
+                         f"{', '.join(model.convs())} ('conv1' is the stem, '*' every conv)")
     if weights is not None:
         from bap.models.weights import load_backbone_weights
 

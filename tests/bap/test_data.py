@@ -11,7 +11,8 @@ from bap.config import DataConfig
 
 def test_public_names():
     assert set(bap.data.__all__) == {
-        "DomainData", "build_domains", "build_source", "eval_batches", "list_domains", "train_batches",
+        "DomainData", "build_domains", "build_source", "check_domains", "eval_batches", "list_domains",
+        "train_batches",
     }
 
 

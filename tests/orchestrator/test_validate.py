@@ -1,10 +1,14 @@
 import dataclasses
+import json
+import shutil
 
 import pytest
 
 from orchestrator.config import SweepConfig
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.validate import SweepConfigError, validate
+from tests.bap.test_data_decathlon import make_tree
+from tests.bap.test_data_imagefolder import make_tree as make_image_tree
 
 list_domains = pytest.importorskip("bap.data").list_domains  # domain checks need bap.data
 CPU2 = {"CPU": 2.0, "GPU": 0.0}
@@ -89,21 +93,41 @@ def test_missing_data_root(tmp_path):
 
 
 def test_missing_decathlon_annotation_names_the_file(tmp_path):
-    (tmp_path / "annotations").mkdir()
-    for split in ("train", "val"):
-        (tmp_path / "annotations" / f"dtd_{split}.json").write_text("{}")
-    (tmp_path / "annotations" / "svhn_train.json").write_text("{}")
+    make_tree(str(tmp_path))
+    (tmp_path / "annotations" / "svhn_val.json").unlink()
     [error] = errors_of(with_data(sweep(), name="decathlon", root=str(tmp_path), domains=["dtd", "svhn"]))
-    assert "svhn_val.json (domain 'svhn') is missing" in error
+    assert "svhn_val.json" in error and "'svhn'" in error
+
+
+def test_dry_run_runs_the_data_sets_own_checks(tmp_path):
+    # a malformed annotation file and an image outside the root fail here, not inside every trial
+    make_tree(str(tmp_path))
+    (tmp_path / "annotations" / "dtd_train.json").write_text("{}")
+    [error] = errors_of(with_data(sweep(), name="decathlon", root=str(tmp_path), domains=["dtd", "svhn"]))
+    assert "dtd_train.json of domain 'dtd' lacks key(s)" in error
+    make_tree(str(tmp_path))
+    path = tmp_path / "annotations" / "svhn_val.json"
+    data = json.loads(path.read_text())
+    data["images"][0]["file_name"] = "../../secret.jpg"
+    path.write_text(json.dumps(data))
+    [error] = errors_of(with_data(sweep(), name="decathlon", root=str(tmp_path), domains=["dtd", "svhn"]))
+    assert "leaves the data root" in error
+
+
+def test_model_options_are_checked_against_the_built_layers():
+    cfg = sweep()
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, unswitched=["nope"]))
+    [error] = errors_of(cfg)
+    assert error.startswith("model.unswitched=['nope']") and "layer1.0.conv1" in error
 
 
 def test_missing_sketch_split_and_extra_domain_on_disk(tmp_path):
-    (tmp_path / "flowers" / "train").mkdir(parents=True)
-    (tmp_path / "mine" / "train").mkdir(parents=True)
-    (tmp_path / "mine" / "test").mkdir(parents=True)
+    make_image_tree(str(tmp_path))
+    make_image_tree(str(tmp_path), domain="mine")
+    shutil.rmtree(tmp_path / "flowers" / "test")
     cfg = with_data(sweep(), name="imagenet_sketch", root=str(tmp_path), domains=["flowers", "mine"])
     [error] = errors_of(cfg)  # `mine` is accepted: bap.data reads any ImageFolder domain on disk
-    assert "flowers/test (domain 'flowers') is missing" in error
+    assert "flowers/test" in error and "'flowers'" in error
 
 
 def test_missing_weights_and_one_file_for_several_backbones(tmp_path):
