@@ -9,6 +9,7 @@ of the experiment (``Tuner.restore``) under the same parent run; finished trials
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import os
 import time
@@ -27,6 +28,9 @@ from orchestrator.validate import local_resources, validate
 
 log = logging.getLogger(__name__)
 PARENT_FILE = "mlflow_parent_run_id"
+CONFIG_FILE = "sweep_config.json"  # the resolved config a sweep started with: resume continues only that sweep
+# Keys a resume may change: how to reach the cluster, not what the trials compute.
+_RESUME_MAY_CHANGE = ("resume", "ray.address")
 
 
 class ParetoCallback(tune.Callback):
@@ -65,6 +69,32 @@ def _sweep_dir(cfg: SweepConfig) -> tuple[str, bool]:
     return os.path.join(root, f"{cfg.experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"), False
 
 
+def _sweep_config(cfg: SweepConfig) -> dict[str, str]:
+    return {k: v for k, v in flatten(dataclasses.asdict(cfg)).items() if k not in _RESUME_MAY_CHANGE}
+
+
+def save_sweep_config(sweep_dir: str, cfg: SweepConfig) -> None:
+    with open(os.path.join(sweep_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
+        json.dump(_sweep_config(cfg), f, indent=1, sort_keys=True)
+
+
+def check_same_sweep(sweep_dir: str, cfg: SweepConfig) -> None:
+    """Refuse to resume ``sweep_dir`` with a config other than the one it started with: the remaining trials
+    would silently run different settings (or a changed axis would be ignored)."""
+    path = os.path.join(sweep_dir, CONFIG_FILE)
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {sweep_dir} has no {CONFIG_FILE} (a sweep from an older version): resume it with "
+                         "that version, or start a new sweep without resume=true")
+    with open(path, encoding="utf-8") as f:
+        old = json.load(f)
+    new = _sweep_config(cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        lines = "\n".join(f"  {k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed)
+        raise SystemExit(f"error: resume=true with a config that differs from the sweep in {sweep_dir}:\n{lines}\n"
+                         "Either start a new sweep (drop resume=true), or resume with the old values.")
+
+
 def _spool_dir(cfg: SweepConfig) -> str:
     """Where trials keep MLflow writes the server did not take: beside Tune's results when ``ray.storage_path``
     is a directory (one every node mounts, like the compose stack's ``runs`` volume), so the driver and
@@ -101,6 +131,8 @@ def run_sweep(cfg: SweepConfig):
     validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
     weights = backbone_weights(cfg)
     sweep_dir, resuming = _sweep_dir(cfg)
+    if resuming:
+        check_same_sweep(sweep_dir, cfg)
     spool_dir = _spool_dir(cfg)
 
     client = client_for(cfg.mlflow.tracking_uri)
@@ -116,6 +148,7 @@ def run_sweep(cfg: SweepConfig):
         params = {**flatten(dataclasses.asdict(cfg)), **{f"axis.{k}": str(v) for k, v in sweep_axes(cfg).items()}}
         Recorder(client, parent_run_id, spool_dir).log_params(params)
         os.makedirs(sweep_dir, exist_ok=True)
+        save_sweep_config(sweep_dir, cfg)
         with open(os.path.join(sweep_dir, PARENT_FILE), "w") as f:
             f.write(parent_run_id)
 

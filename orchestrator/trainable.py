@@ -101,7 +101,8 @@ def record_trial(
 
     result = bap.train(cfg, callback=epoch_done, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
-    recorder.log_metrics(result.metrics, step=cfg.train.epochs)
+    final_step = cfg.train.epochs + 1  # its own step: the pruned model's numbers, not the last epoch's
+    recorder.log_metrics(result.metrics, step=final_step)
     if result.metrics[M.PROJECTION_HEAVY]:
         recorder.set_tags({M.PROJECTION_HEAVY: "true"})
         log.warning("trial %s: the final budget projection turned off more than budget.heavy_projection=%g of a "

@@ -73,6 +73,8 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
         assert m["budget_met"] == 1.0 and m["budget_usage/digits"] <= float(p["budget"])
         assert p["model.width"] == "0.125" and p["sharing_loss"] == "union" and p["train.epochs"] == "2"
         assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
+        # params_ratio per epoch (1, 2) and the pruned model's on a step of its own after the last epoch
+        assert [x.step for x in client.get_metric_history(r.info.run_id, "params_ratio")] == [1, 2, 3]
         assert r.data.tags[PARETO_TAG] in ("true", "false")
         files = {a.path for a in client.list_artifacts(r.info.run_id)}
         assert {"config.yaml", "domains.csv", "model"} <= files
