@@ -12,6 +12,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import time
 
 import ray
@@ -115,6 +116,43 @@ def _scheduler(cfg: SweepConfig):
                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
+SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
+_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+def check_services(cfg: SweepConfig) -> None:
+    """Fail within seconds, naming the variable, the address and the fix, when MLflow or the Ray cluster cannot be
+    reached: before any pretraining, MLflow run or Ray job (an unreachable service used to mean minutes of silent
+    retries, then a traceback and a parent run left RUNNING)."""
+    uri = cfg.mlflow.tracking_uri
+    if uri.startswith(("http://", "https://")):
+        saved = os.environ.get(_TIMEOUT_ENV)
+        os.environ[_TIMEOUT_ENV] = str(int(SERVICE_TIMEOUT_S))  # this one request only (restored below)
+        try:
+            with fail_fast():
+                client_for(uri).search_experiments(max_results=1)
+        except Exception as error:  # connection refused, DNS, timeout, HTTP error: all mean "not usable"
+            raise SystemExit(f"error: MLflow at {uri} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is unreachable "
+                             f"({type(error).__name__}); start the server (e.g. `docker compose up mlflow`), fix "
+                             "the address, or unset it for a local sqlite:///mlflow.db") from None
+        finally:
+            if saved is None:
+                os.environ.pop(_TIMEOUT_ENV, None)
+            else:
+                os.environ[_TIMEOUT_ENV] = saved
+    address = cfg.ray.address
+    if address and address != "auto":
+        host_port = address.split("://", 1)[-1]
+        host, _, port = host_port.rpartition(":")
+        try:
+            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=SERVICE_TIMEOUT_S).close()
+        except (OSError, ValueError) as error:
+            raise SystemExit(f"error: the Ray cluster at {address} (RAY_ADDRESS / ray.address) is unreachable "
+                             f"({type(error).__name__}: {error}); start it (`ray start --head` or the compose "
+                             "stack), fix the address (host:port or ray://host:10001), or unset it for local Ray") \
+                from None
+
+
 def _ray_init(cfg: SweepConfig) -> None:
     if ray.is_initialized():
         return
@@ -129,6 +167,7 @@ def run_sweep(cfg: SweepConfig):
     """Run (or resume) the sweep ``cfg``; returns the final Pareto table (one dict per finished trial)."""
     cfg = resolve_paths(cfg)
     validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
+    check_services(cfg)
     weights = backbone_weights(cfg)
     sweep_dir, resuming = _sweep_dir(cfg)
     if resuming:
