@@ -75,9 +75,16 @@ def rewrite_sweep_args(argv: Sequence[str]) -> List[str]:
     ``budgets=0.25,0.5,1.0`` -> ``budgets=[0.25,0.5,1.0]``; ``budgets=0.5`` -> ``budgets=[0.5]``;
     ``seeds=range(0,3)`` -> ``seeds=[0,1,2]``; ``domain_sets=[a,b],[c]`` -> ``domain_sets=[[a,b],[c]]``;
     ``domain_sets=[a,b]`` -> ``domain_sets=[[a,b]]`` (one set). List values, ``null``, ``~key`` and the
-    ``+``/``++`` prefixes pass through. Raises ``ValueError`` for bare domain names and ``interval()``.
+    ``+``/``++`` prefixes pass through. Raises ``ValueError`` for bare domain names, ``interval()`` and unquoted
+    non-ASCII values (with the quoting that works).
     """
     parser = OverridesParser.create()
+    for arg in argv:
+        key, sep, value = arg.partition("=")
+        if sep and not value.isascii() and not value.startswith(("'", '"')):
+            # Hydra's override lexer rejects unquoted non-ASCII characters with a bare LexerNoViableAltException.
+            raise ValueError(f"{arg}: Hydra's override grammar needs a value with non-ASCII characters quoted; "
+                             f"write {key}='\"{value}\"' (the outer quotes for the shell)")
     return [_rewrite_one(arg, parser) for arg in argv]
 
 

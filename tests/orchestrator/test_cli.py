@@ -49,6 +49,15 @@ def test_ambiguous_axis_values_are_refused_with_the_fix(arg):
         rewrite_sweep_args([arg])
 
 
+def test_unquoted_non_ascii_value_gets_the_quoting_that_works():
+    with pytest.raises(ValueError, match="""write data.root='"/data/données"'"""):
+        rewrite_sweep_args(["data.root=/data/données"])
+    quoted = ['data.root="/data/données"']
+    assert rewrite_sweep_args(quoted) == quoted
+    overrides = compose_sweep_config(quoted)  # and Hydra takes the quoted form
+    assert overrides.data.root == "/data/données"
+
+
 def test_hydra_alone_rejects_the_comma_form():
     # Why the rewrite exists: without --multirun Hydra refuses a sweep value.
     with pytest.raises(ConfigCompositionException, match="Ambiguous value for argument"):
