@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from bap.models import MultiDomainNet, build_model, list_models
+from bap.models.resnet import scaled
 from bap.prune.materialize import apply_shapes, conv_shapes
 
 FORMAT = "bap-sweeps/multi-domain-model"
@@ -99,7 +100,8 @@ def _checked_arch(path: str, payload: Mapping[str, Any]) -> tuple[dict, dict]:
     if backbone not in list_models():
         raise ModelFileError(f"model file {path!r} names backbone {backbone!r}; known: {', '.join(list_models())}")
     stem = state.get("conv1.weight")
-    if stem is None or stem.dim() != 4 or stem.shape[0] != int(_STEM_CHANNELS[backbone] * width):
+    expected = scaled(_STEM_CHANNELS[backbone], width) if backbone in _STEM_CHANNELS and width > 0 else None
+    if stem is None or stem.dim() != 4 or stem.shape[0] != expected:
         raise ModelFileError(f"model file {path!r} describes {backbone} at width {width:g}, which its stem tensor "
                              f"{None if stem is None else tuple(stem.shape)} contradicts")
     for domain, classes in heads.items():

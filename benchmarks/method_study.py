@@ -112,6 +112,7 @@ def cell_rows(study: Study) -> list[dict[str, Any]]:
                               ("overlap", ".2f")):
                 row[key] = _fmt_ci(*mean_ci(list(study.value[key][m][b])), spec)
             usage = study.value["budget_usage_min"][m][b]
+            row["B_d"] = _fmt_ci(*mean_ci(list(usage)), ".4f")
             row["min B_d"] = f"{np.nanmin(usage):.3f}" if not np.isnan(usage).all() else "–"
             rows.append(row)
     return rows
@@ -196,7 +197,7 @@ def _ci_text(estimate: tuple[float, float, float], spec: str = ".1f") -> str:
 
 def report(study: Study, result: Mapping[str, Any], default: str) -> str:
     cells = markdown_table(cell_rows(study), ["method", "budget", "seeds", "acc_mean", "params_ratio", "macs_ratio",
-                                              "min B_d", "overlap"], {"budget": "g"})
+                                              "B_d", "min B_d", "overlap"], {"budget": "g"})
     hv_rows = [{"method": m, "hypervolume": _ci_text(hv)} for m, hv in result["hv"].items()]
     hv_table = markdown_table(hv_rows, ["method", "hypervolume"])
     diffs = markdown_table([{"baseline": b, f"HV({default}) - HV(baseline)": _ci_text(d)}
@@ -206,7 +207,8 @@ def report(study: Study, result: Mapping[str, Any], default: str) -> str:
                            ["baseline", "budget", "accuracy difference (points)"], {"budget": "g"}) \
         if result["equal_params"] else "(no cheap baseline in the study)"
     checks = "\n".join(f"- {'PASS' if ok else 'FAIL'}: {name} — {_ci_text(ci, '.3f')}" for name, ok, ci in result["checks"])
-    return f"""Cells: mean [95% t-interval] over seeds; `min B_d` is the smallest domain usage of any seed.
+    return f"""Cells: mean [95% t-interval] over seeds; `B_d` is each seed's smallest domain usage, `min B_d` the smallest
+of any seed.
 
 {cells}
 

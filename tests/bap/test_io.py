@@ -61,6 +61,13 @@ def _tampered(tmp_path, model, change):
     return str(tmp_path / "tampered.bap")
 
 
+@pytest.mark.parametrize("width", [0.3, 0.125])
+def test_widths_that_round_load(tmp_path, width):
+    model = build_model("resnet26", {"a": 3}, width=width)  # 32 * 0.3 = 9.6 stem channels: rounded to 10
+    save(model, str(tmp_path / "m.bap"))
+    assert load(str(tmp_path / "m.bap")).conv1.weight.shape == model.conv1.weight.shape
+
+
 def test_changed_tensors_fail_the_digest(tmp_path, trained_like):
     def flip(payload):
         payload["state_dict"]["fc.heads.a.weight"][0, 0] += 1.0
