@@ -232,7 +232,7 @@ Claim checks (interval shown after the dash):
 
 
 def records_of(tracking_uri: str, experiment: str) -> tuple[Any, list[dict]]:
-    from orchestrator.report import collect_records
+    from orchestrator.front import collect_records
     from orchestrator.tracking import client_for
 
     client = client_for(tracking_uri)

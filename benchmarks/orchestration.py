@@ -45,7 +45,8 @@ from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, in_trial_
                                       per_trial_overhead, run_sweep_process, scratch_dir, slot_gaps, sweep_efficiency,
                                       sweep_overrides, warm_up)
 from orchestrator.config import SweepConfig, expand_trials, trial_config
-from orchestrator.tracking import Recorder, client_for, ensure_experiment
+from orchestrator.spool import Recorder
+from orchestrator.tracking import client_for, ensure_experiment
 from orchestrator.trainable import record_trial
 from tests.cluster.harness import base_env
 

@@ -21,9 +21,9 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.config import SweepConfig, resolve_paths, sweep_axes, trial_name
 from orchestrator.pretrained import backbone_weights
-from orchestrator.report import DEFAULT_SPOOL, collect_records, format_table, publish_front
-from orchestrator.tracking import (SWEEP_TAG, Recorder, client_for, ensure_experiment, fail_fast, flatten,
-                                   sync_spools, with_retries)
+from orchestrator.front import collect_records, format_table, publish_front
+from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
+from orchestrator.tracking import SWEEP_TAG, client_for, ensure_experiment, fail_fast, flatten, with_retries
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 

@@ -13,8 +13,8 @@ import tempfile
 
 from orchestrator.config import SweepConfig, expand_trials, resolve_paths, trial_config, trial_name
 from orchestrator.pretrained import backbone_weights
-from orchestrator.report import DEFAULT_SPOOL
-from orchestrator.tracking import TRIAL_NAME_TAG, Recorder, client_for, ensure_experiment
+from orchestrator.spool import DEFAULT_SPOOL, Recorder
+from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment
 from orchestrator.trainable import record_trial, with_weights
 from orchestrator.validate import local_resources, validate
 

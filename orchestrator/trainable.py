@@ -24,7 +24,8 @@ import bap
 from bap import metrics as M
 from bap.engine.hooks import CHECKPOINT_NAME
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
-from orchestrator.tracking import Recorder, client_for, fail_fast, find_or_create_child, flatten, with_retries
+from orchestrator.spool import Recorder
+from orchestrator.tracking import client_for, fail_fast, find_or_create_child, flatten, with_retries
 
 log = logging.getLogger(__name__)
 

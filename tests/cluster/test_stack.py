@@ -23,7 +23,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import bap
-from orchestrator.tracking import SWEEP_TAG, TRIAL_ID_TAG, Recorder, sync_spools
+from orchestrator.spool import Recorder, sync_spools
+from orchestrator.tracking import SWEEP_TAG, TRIAL_ID_TAG
 from tests.cluster.conftest import POSTGRES_ENV
 from tests.cluster.harness import LOCALHOST, base_env, free_port, wait_until
 

@@ -1,5 +1,5 @@
-"""Recorder's spool when MLflow is down: writes fail at once (no 4-minute HTTP backoff), are kept in order, and
-replay exactly once. The cluster version of these faults is tests/cluster/test_stack.py."""
+"""Recorder's spool when MLflow is down: writes fail at once (no 4-minute HTTP backoff), are kept in order,
+and replay exactly once. The cluster version of these faults is tests/cluster/test_stack.py."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import RayConfig, SweepConfig
-from orchestrator.report import DEFAULT_SPOOL, DEFAULT_SPOOLS
+from orchestrator.spool import DEFAULT_SPOOL, DEFAULT_SPOOLS, Recorder
 from orchestrator.sweep import _spool_dir
-from orchestrator.tracking import Recorder, fail_fast
+from orchestrator.tracking import fail_fast
 
 
 def closed_port_uri() -> str:
