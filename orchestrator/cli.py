@@ -12,6 +12,7 @@ validation result, without starting Ray.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 from typing import Callable, List, Optional, Sequence
 
@@ -106,9 +107,19 @@ def run_hydra(task: Callable[[SweepConfig], object], argv: Optional[List[str]] =
 
     @hydra.main(config_path=str(SWEEPS_DIR), config_name=CONFIG_NAME, version_base=VERSION_BASE)
     def _main(cfg) -> None:
-        task(to_sweep_config(cfg))
+        try:
+            sweep = to_sweep_config(cfg)
+        except ValueError as err:  # a fixed value out of range: its own message names the key and the fix
+            sys.exit(f"error: {err}")
+        task(sweep)
 
     _main()
+
+
+def sigterm_as_ctrl_c() -> None:
+    """For entry points: SIGTERM (``docker stop``, a batch scheduler's cancel) stops the way Ctrl-C does (Tune's
+    own stop inside a sweep, KeyboardInterrupt elsewhere), so every run still ends in a true state."""
+    signal.signal(signal.SIGTERM, lambda signum, frame: signal.raise_signal(signal.SIGINT))
 
 
 def dry_run(cfg: SweepConfig) -> None:

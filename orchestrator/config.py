@@ -60,13 +60,17 @@ class RayConfig:
 class MlflowConfig:
     # $MLFLOW_TRACKING_URI if set, else a SQLite file in the launch directory (see DEFAULT_TRACKING_URI).
     tracking_uri: str = field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
+    # How long the driver waits for an unreachable MLflow at the end of a sweep before it leaves the remaining
+    # writes, the front and the parent run's status in the spool for `orchestrator.report --sync`.
+    end_wait_s: float = 60.0
 
 
 @dataclass
 class SweepConfig:
     # MLflow experiment name and Tune run name: one name, so the two stores line up.
     experiment: str = "bap"
-    resume: bool = False
+    # false: a new sweep; true: the latest unfinished sweep of the experiment; a path: the sweep in that folder.
+    resume: Optional[str] = None
 
     # Fixed values shared by every trial. The sharing-loss *name* is the `sharing` axis (None: bap's default,
     # union); only its weight is fixed here (a float or "learnable").

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import math
 import tempfile
-from typing import Any
+from typing import Any, Mapping
 
 from mlflow.tracking import MlflowClient
 
 from bap import metrics as M
 from orchestrator.plots import pareto_table, write_pareto_report
-from orchestrator.tracking import PARETO_TAG, child_runs
+from orchestrator.tracking import ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, TRIAL_ID_TAG, child_runs
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -71,3 +71,22 @@ def format_table(table: list[dict]) -> str:
             lines.append(f"! {r['run_id']}: projection_heavy (the final budget projection reshaped it), not on the front")
     lines.append("* on the accuracy-vs-parameters Pareto front of its group (domain set x backbone)")
     return "\n".join(lines)
+
+
+def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
+                 errors: Mapping[str, str] | None = None) -> list[dict]:
+    """Close a sweep in a true state: child runs still RUNNING become FAILED with the error when Tune reported
+    their trial failed (``errors``: trial id -> error; a worker that died could not say so itself), else KILLED
+    (interrupted, or stopped early by the scheduler); the front is published to the parent run, and the parent
+    gets ``status``. Idempotent, so a replay from the spool may repeat it."""
+    errors = errors or {}
+    for run in child_runs(client, experiment_id, parent_run_id):
+        if run.info.status == "RUNNING":
+            error = errors.get(run.data.tags.get(TRIAL_ID_TAG, ""))
+            if error is not None:
+                client.set_tag(run.info.run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
+            client.set_terminated(run.info.run_id, "KILLED" if error is None else "FAILED")
+    records = collect_records(client, experiment_id, parent_run_id)
+    table = publish_front(client, parent_run_id, records) if records else []
+    client.set_terminated(parent_run_id, status)
+    return table

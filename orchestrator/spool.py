@@ -18,7 +18,8 @@ from typing import Iterable, Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from orchestrator.tracking import client_for, fail_fast
+from orchestrator.front import finish_sweep
+from orchestrator.tracking import DIGESTS_TAG, client_for, fail_fast
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")  # orchestrator.train's (an
 # `--sync` without spool_dir= replays both: the one above and a sweep's beside its Tune results (the default
 # ray.storage_path + mlflow_spool; orchestrator.sweep._spool_dir).
 DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join("runs", "ray", "mlflow_spool"))
+FINISH_SWEEP = "finish_sweep"
 # MLflow's limits on one log_batch call.
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
 
@@ -70,6 +72,10 @@ class Recorder:
 
     def terminate(self, status: str = "FINISHED") -> None:
         self._write({"op": "terminate", "status": status})
+
+    def finish_sweep(self, experiment_id: str, status: str, errors: Mapping[str, str] | None = None) -> None:
+        """On a sweep's parent run: ``orchestrator.front.finish_sweep`` (replayed after the trials' spools)."""
+        self._write({"op": FINISH_SWEEP, "experiment_id": experiment_id, "status": status, "errors": errors or {}})
 
     # ---- spool ------------------------------------------------------------------------------------------------
     def pending(self) -> int:
@@ -131,23 +137,36 @@ class Recorder:
             for chunk in _chunks(fresh, _MAX_PARAMS):
                 self.client.log_batch(self.run_id, params=chunk, synchronous=True)
         elif op == "tags":
-            tags = [RunTag(k, v) for k, v in item["tags"].items()]
+            # The spool sits on shared storage: it never vouches for the sweep folder's files.
+            tags = [RunTag(k, v) for k, v in item["tags"].items() if k != DIGESTS_TAG]
             self.client.log_batch(self.run_id, tags=tags, synchronous=True)
         elif op == "artifact":
             self.client.log_artifact(self.run_id, item["path"], item["artifact_path"])
         elif op == "terminate":
             self.client.set_terminated(self.run_id, item["status"])
+        elif op == FINISH_SWEEP:
+            finish_sweep(self.client, item["experiment_id"], self.run_id, item["status"], item["errors"])
         else:
             raise ValueError(f"unknown spool entry {op!r} in {self.spool_path}")
 
 
+def _closes_sweep(path: str) -> bool:
+    with open(path) as f:
+        return FINISH_SWEEP in f.read()
+
+
 def sync_spools(tracking_uri: str, spool_dir: str) -> dict[str, int]:
-    """Replay every spooled run in ``spool_dir``; returns run id -> writes still pending (0 when synced)."""
+    """Replay every spooled run in ``spool_dir``; returns run id -> writes still pending (0 when synced).
+
+    Trial runs first; a sweep's closing (``finish_sweep``) only once they are all in, so its front has them."""
     client = client_for(tracking_uri)
+    paths = sorted(glob.glob(os.path.join(spool_dir, "*.jsonl")))
+    closing = [path for path in paths if _closes_sweep(path)]
     left = {}
-    for path in sorted(glob.glob(os.path.join(spool_dir, "*.jsonl"))):
+    for path in [p for p in paths if p not in closing] + closing:
         run_id = os.path.basename(path)[: -len(".jsonl")]
         recorder = Recorder(client, run_id, spool_dir)
-        recorder.flush()
+        if path not in closing or not any(left.values()):
+            recorder.flush()
         left[run_id] = recorder.pending()
     return left

@@ -1,37 +1,40 @@
 """``python -m orchestrator.sweep budgets=0.25,0.5,1.0``: a BAP sweep on Ray Tune, recorded in MLflow.
 
-Config -> validation (before Ray starts) -> pretrained backbone bytes -> one MLflow parent run -> a Tune grid
-over the sweep axes (one trial = ``orchestrator.trainable.run_trial``) -> the Pareto front, updated as trials
-finish and final at the end, logged to the parent run. ``resume=true`` restores the latest interrupted sweep
-of the experiment (``Tuner.restore``) under the same parent run; finished trials are not run again.
+Config -> validation -> reachable services -> pretrained backbone bytes -> Ray -> one MLflow parent run -> a
+Tune grid over the sweep axes (one trial = ``orchestrator.trainable.run_trial``) -> the Pareto front, updated as
+trials finish and final at the end, logged to the parent run, which is closed in a true state (FINISHED, FAILED,
+KILLED). ``resume=true`` (or ``resume=PATH``) restores the sweep its parent run recorded (``orchestrator.resume``)
+under the same parent run; finished trials are not run again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
-import json
 import logging
 import os
+import signal
 import socket
+import sys
 import time
+from typing import Callable, Iterator
 
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.config import SweepConfig, resolve_paths, sweep_axes, trial_name
+from orchestrator.front import collect_records, finish_sweep, format_table, publish_front
 from orchestrator.pretrained import backbone_weights
-from orchestrator.front import collect_records, format_table, publish_front
+from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
+                                 recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
 from orchestrator.tracking import SWEEP_TAG, client_for, ensure_experiment, fail_fast, flatten, with_retries
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
 log = logging.getLogger(__name__)
-PARENT_FILE = "mlflow_parent_run_id"
-CONFIG_FILE = "sweep_config.json"  # the resolved config a sweep started with: resume continues only that sweep
-# Keys a resume may change: how to reach the cluster, not what the trials compute.
-_RESUME_MAY_CHANGE = ("resume", "ray.address")
+_TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
 class ParetoCallback(tune.Callback):
@@ -53,47 +56,8 @@ class ParetoCallback(tune.Callback):
                         error)
 
 
-def _sweep_dir(cfg: SweepConfig) -> tuple[str, bool]:
-    """The Tune experiment directory: the latest restorable one of this experiment with ``resume=true``."""
-    root = cfg.ray.storage_path
-    if cfg.resume:
-        candidates = sorted(
-            (d for d in os.listdir(root) if d.startswith(f"{cfg.experiment}_")) if os.path.isdir(root) else [],
-            reverse=True,
-        )
-        for name in candidates:
-            path = os.path.join(root, name)
-            if tune.Tuner.can_restore(path) and os.path.isfile(os.path.join(path, PARENT_FILE)):
-                return path, True
-        raise SystemExit(f"error: resume=true but {root} holds no interrupted sweep of experiment "
-                         f"{cfg.experiment!r}; start it without resume=true")
-    return os.path.join(root, f"{cfg.experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"), False
-
-
-def _sweep_config(cfg: SweepConfig) -> dict[str, str]:
-    return {k: v for k, v in flatten(dataclasses.asdict(cfg)).items() if k not in _RESUME_MAY_CHANGE}
-
-
-def save_sweep_config(sweep_dir: str, cfg: SweepConfig) -> None:
-    with open(os.path.join(sweep_dir, CONFIG_FILE), "w", encoding="utf-8") as f:
-        json.dump(_sweep_config(cfg), f, indent=1, sort_keys=True)
-
-
-def check_same_sweep(sweep_dir: str, cfg: SweepConfig) -> None:
-    """Refuse to resume ``sweep_dir`` with a config other than the one it started with: the remaining trials
-    would silently run different settings (or a changed axis would be ignored)."""
-    path = os.path.join(sweep_dir, CONFIG_FILE)
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {sweep_dir} has no {CONFIG_FILE} (a sweep from an older version): resume it with "
-                         "that version, or start a new sweep without resume=true")
-    with open(path, encoding="utf-8") as f:
-        old = json.load(f)
-    new = _sweep_config(cfg)
-    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-    if changed:
-        lines = "\n".join(f"  {k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed)
-        raise SystemExit(f"error: resume=true with a config that differs from the sweep in {sweep_dir}:\n{lines}\n"
-                         "Either start a new sweep (drop resume=true), or resume with the old values.")
+def _new_sweep_dir(cfg: SweepConfig) -> str:
+    return f"{cfg.ray.storage_path.rstrip('/')}/{cfg.experiment}_{time.strftime('%Y-%m-%d_%H-%M-%S')}"
 
 
 def _spool_dir(cfg: SweepConfig) -> str:
@@ -164,104 +128,177 @@ def _ray_init(cfg: SweepConfig) -> None:
 
 
 def run_sweep(cfg: SweepConfig):
-    """Run (or resume) the sweep ``cfg``; returns the final Pareto table (one dict per finished trial)."""
-    cfg = resolve_paths(cfg)
+    """Run (or resume) the sweep ``cfg``; returns the final Pareto table (one dict per finished trial).
+
+    Ends in a true state or exits non-zero: interrupted (Ctrl-C, SIGTERM) -> the parent and unfinished trial runs
+    KILLED, exit 130; failed trials -> the parent FAILED, exit 1; MLflow unreachable at the end -> what is left
+    spooled for ``orchestrator.report --sync``, exit 3."""
+    resume = resume_target(cfg.resume)
+    raw, cfg = cfg, resolve_paths(cfg)
     validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
     check_services(cfg)
-    weights = backbone_weights(cfg)
-    sweep_dir, resuming = _sweep_dir(cfg)
-    if resuming:
-        check_same_sweep(sweep_dir, cfg)
-    spool_dir = _spool_dir(cfg)
-
     client = client_for(cfg.mlflow.tracking_uri)
+    if resume:
+        found = find_sweep(client, cfg.experiment, resume)
+        cfg = recorded_config(raw, found)
+        validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
+        check_same_sweep(found.data.params, cfg)
+        sweep_dir = found.data.tags[SWEEP_TAG]
+        check_restorable(sweep_dir, found)
+    else:
+        sweep_dir = _new_sweep_dir(cfg)
+    weights = backbone_weights(cfg)
+    _ray_init(cfg)
+    validate(cfg, cluster_resources=ray.cluster_resources())
+
+    spool_dir = _spool_dir(cfg)
     experiment_id = ensure_experiment(client, cfg.experiment)
-    if resuming:
-        with open(os.path.join(sweep_dir, PARENT_FILE)) as f:
-            parent_run_id = f.read().strip()
+    if resume:
+        parent_run_id = found.info.run_id
         client.update_run(parent_run_id, status="RUNNING")
         print(f"resuming sweep {sweep_dir} (MLflow parent run {parent_run_id})")
     else:
-        parent = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={SWEEP_TAG: sweep_dir})
-        parent_run_id = parent.info.run_id
-        params = {**flatten(dataclasses.asdict(cfg)), **{f"axis.{k}": str(v) for k, v in sweep_axes(cfg).items()}}
-        Recorder(client, parent_run_id, spool_dir).log_params(params)
-        os.makedirs(sweep_dir, exist_ok=True)
-        save_sweep_config(sweep_dir, cfg)
-        with open(os.path.join(sweep_dir, PARENT_FILE), "w") as f:
-            f.write(parent_run_id)
+        parent_run_id = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={
+            SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd()}).info.run_id
+    parent = Recorder(client, parent_run_id, spool_dir)
+    if not resume:
+        parent.log_params({**flatten(dataclasses.asdict(cfg)),
+                           **{f"axis.{k}": str(v) for k, v in sweep_axes(cfg).items()}})
+    digests = DigestRecorder(cfg.mlflow.tracking_uri, parent_run_id)
 
-    _ray_init(cfg)
-    validate(cfg, cluster_resources=ray.cluster_resources())
-    trainable = tune.with_resources(
-        tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
-                             spool_dir=spool_dir, weights=weights),
-        {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
-    )
-    callbacks = [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)]
-    reporter = tune.CLIReporter(parameter_columns={"budget": "budget", "sharing": "sharing"},
-                                metric_columns=list(PROGRESS_METRICS),
-                                max_report_frequency=15)
-    if resuming:
-        tuner = tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
-    else:
-        tuner = tune.Tuner(
-            trainable,
-            param_space={name: tune.grid_search(values) for name, values in sweep_axes(cfg).items()},
-            tune_config=tune.TuneConfig(
-                scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
-                # A finished trial's worker takes the next trial: no new process, imports or data build each time
-                # (all trials ask for the same resources, which reuse requires).
-                reuse_actors=True,
-                trial_name_creator=lambda t: trial_name(t.config),
-                trial_dirname_creator=lambda t: f"{trial_name(t.config)}_{t.trial_id}",
-            ),
-            run_config=tune.RunConfig(
-                name=os.path.basename(sweep_dir), storage_path=cfg.ray.storage_path, callbacks=callbacks,
-                failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
-                checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
-                progress_reporter=reporter, verbose=1,
-            ),
-        )
-    results = tuner.fit()
+    status, failed, errors = "KILLED", [], {}
+    try:
+        tuner = _tuner(cfg, sweep_dir, resume, tune.with_resources(
+            tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
+                                 spool_dir=spool_dir, weights=weights),
+            {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
+        ), [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
+        digests.record(sweep_dir)  # tuner.pkl, written as the Tuner was made
+        try:
+            with _graceful_stop() as stopped:
+                results = tuner.fit()
+        finally:
+            digests.record(sweep_dir)  # the state Tune wrote last, uploaded before fit returns
+        failed = [r for r in results if r.error is not None]
+        errors = {r.metrics["trial_id"]: f"{type(r.error).__name__}: {r.error}" for r in failed
+                  if "trial_id" in r.metrics}
+        if not stopped():
+            status = "FAILED" if failed else "FINISHED"
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started
+        pass
 
-    # Writes that trials spooled while MLflow was down and could not replay before they ended (a trial
-    # replays its own spool on its next successful write, so only an outage at a trial's end leaves any).
-    _replay_spools(cfg.mlflow.tracking_uri, spool_dir)
-    records = with_retries(lambda: collect_records(client, experiment_id, parent_run_id), "reading the sweep's runs")
-    table = with_retries(lambda: publish_front(client, parent_run_id, records) if records else [],
-                         "publishing the Pareto front")
-    failed = [r for r in results if r.error is not None]
-    with_retries(lambda: client.set_terminated(parent_run_id, "FAILED" if failed else "FINISHED"),
-                 "closing the parent run")
+    table = _close(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
     print(format_table(table))
-    print(f"{len(records)} finished trial(s), {len(failed)} failed; MLflow parent run {parent_run_id} "
-          f"in experiment {cfg.experiment!r} at {cfg.mlflow.tracking_uri}")
+    print(f"{len(table)} finished trial(s), {len(failed)} failed; "
+          f"MLflow parent run {parent_run_id} ({status}) in experiment {cfg.experiment!r} at "
+          f"{cfg.mlflow.tracking_uri}")
+    for r in failed:
+        print(f"failed: {r.path}: {r.error}")
+    if status == "KILLED":
+        print(f"interrupted: unfinished trial runs and the parent run are marked KILLED; resume with the same "
+              f"arguments plus resume=true (this sweep: resume={sweep_dir})", file=sys.stderr)
+        raise SystemExit(130)
     if failed:
-        for r in failed:
-            print(f"failed: {r.path}: {r.error}")
+        raise SystemExit(1)
     return table
 
 
-def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float = 120.0) -> None:
-    """Replay every spooled trial run, waiting up to ``timeout_s`` for MLflow to come back."""
+@contextlib.contextmanager
+def _graceful_stop() -> Iterator[Callable[[], bool]]:
+    """Ctrl-C or SIGTERM during ``fit`` triggers Tune's own stop (SIGUSR1: it saves the state, stops the trials and
+    returns) and is remembered, so the sweep closes as KILLED; a second one raises KeyboardInterrupt."""
+    stops: list[int] = []
+
+    def handler(signum, frame) -> None:
+        if stops:
+            raise KeyboardInterrupt
+        stops.append(signum)
+        os.kill(os.getpid(), signal.SIGUSR1)
+
+    saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
+    saved_env = os.environ.get(_TUNE_SIGINT_ENV)
+    os.environ[_TUNE_SIGINT_ENV] = "1"  # Tune's SIGINT handler would stop it without telling us
+    for signum in saved:
+        signal.signal(signum, handler)
+    try:
+        yield lambda: bool(stops)
+    finally:
+        for signum, previous in saved.items():
+            signal.signal(signum, previous)
+        if saved_env is None:
+            os.environ.pop(_TUNE_SIGINT_ENV, None)
+        else:
+            os.environ[_TUNE_SIGINT_ENV] = saved_env
+
+
+def _tuner(cfg: SweepConfig, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
+    if resume:
+        # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
+        return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
+    reporter = tune.CLIReporter(parameter_columns={"budget": "budget", "sharing": "sharing"},
+                                metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
+    return tune.Tuner(
+        trainable,
+        param_space={name: tune.grid_search(values) for name, values in sweep_axes(cfg).items()},
+        tune_config=tune.TuneConfig(
+            scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
+            # A finished trial's worker takes the next trial: no new process, imports or data build each time
+            # (all trials ask for the same resources, which reuse requires).
+            reuse_actors=True,
+            trial_name_creator=lambda t: trial_name(t.config),
+            trial_dirname_creator=lambda t: f"{trial_name(t.config)}_{t.trial_id}",
+        ),
+        run_config=tune.RunConfig(
+            name=os.path.basename(sweep_dir), storage_path=cfg.ray.storage_path, callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            progress_reporter=reporter, verbose=1,
+        ),
+    )
+
+
+def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, parent: Recorder, status: str,
+           errors: dict[str, str], spool_dir: str) -> list[dict]:
+    """Replay what trials spooled, then close the sweep (``front.finish_sweep``); when MLflow stays unreachable
+    for ``mlflow.end_wait_s``, leave the closing in the parent's spool, say so in one line and exit 3."""
+    wait_s = cfg.mlflow.end_wait_s
+    # Writes that trials spooled while MLflow was down and could not replay before they ended (a trial
+    # replays its own spool on its next successful write, so only an outage at a trial's end leaves any).
+    left = _replay_spools(cfg.mlflow.tracking_uri, spool_dir, timeout_s=wait_s)
+    if not left:
+        try:
+            return with_retries(lambda: finish_sweep(client, experiment_id, parent_run_id, status, errors),
+                                "closing the sweep", timeout_s=wait_s)
+        except RuntimeError:
+            pass
+    parent.finish_sweep(experiment_id, status, errors)
+    if not parent.pending():  # the server came back just now
+        return []
+    pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
+    print(f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "
+          f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "
+          f"{spool_dir}; when it is back, run: python -m orchestrator.report experiment={cfg.experiment} "
+          f"tracking_uri={cfg.mlflow.tracking_uri} spool_dir={spool_dir} --sync", file=sys.stderr)
+    raise SystemExit(3)
+
+
+def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[str, int]:
+    """Replay every spooled run, waiting up to ``timeout_s`` for MLflow to come back; returns what is left."""
     deadline = time.monotonic() + timeout_s
     while True:
         left = {run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n}
         if not left or time.monotonic() > deadline:
-            break
+            return left
         time.sleep(2)
-    if left:
-        print(f"MLflow unreachable: {sum(left.values())} write(s) of {len(left)} run(s) wait in {spool_dir}; "
-              f"run `python -m orchestrator.report experiment=... spool_dir={spool_dir} --sync` when it is back")
 
 
 def main() -> None:
     # Ray Tune's classic progress table (budget, epoch, acc_mean, params_ratio per trial).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from orchestrator.cli import run_hydra
+    from orchestrator.cli import run_hydra, sigterm_as_ctrl_c
 
+    sigterm_as_ctrl_c()
     run_hydra(run_sweep)
 
 

@@ -22,7 +22,11 @@ log = logging.getLogger(__name__)
 TRIAL_ID_TAG = "bap.trial_id"
 TRIAL_NAME_TAG = "bap.trial_name"
 SWEEP_TAG = "bap.sweep"  # on the parent: the sweep's Tune directory, so a resumed sweep finds its parent run
+# On the parent: digests of the Tune files a resume may unpickle (orchestrator.resume); written by the driver only.
+DIGESTS_TAG = "bap.sweep_digests"
 PARETO_TAG = "pareto_optimal"
+ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
+ERROR_TAG_LIMIT = 5000  # of its text: the first lines say enough
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param value
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff before it raises: about
 # 4 minutes per call (measured with mlflow 3.17 against a stopped server). Callers with a retry of their own
@@ -107,8 +111,10 @@ def find_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id
         )
         if found:
             run = found[0]
-            if run.info.status != "FINISHED":
+            if run.info.status != "FINISHED":  # a retried or resumed trial: running again, no stale error
                 client.update_run(run.info.run_id, status="RUNNING")
+                if ERROR_TAG in run.data.tags:
+                    client.delete_tag(run.info.run_id, ERROR_TAG)
             return run.info.run_id
         run = client.create_run(experiment_id, run_name=trial_name, tags={
             MLFLOW_PARENT_RUN_ID: parent_run_id, TRIAL_ID_TAG: trial_id, TRIAL_NAME_TAG: trial_name,

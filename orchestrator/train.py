@@ -41,13 +41,14 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "
                          "or run them all with orchestrator.sweep")
     params = trials[0]
+    weights = backbone_weights(cfg)
     client = client_for(cfg.mlflow.tracking_uri)
     experiment_id = ensure_experiment(client, cfg.experiment)
     name = trial_name(params)
     run_id = client.create_run(experiment_id, run_name=name, tags={TRIAL_NAME_TAG: name}).info.run_id
     recorder = Recorder(client, run_id, os.path.abspath(DEFAULT_SPOOL))
     with tempfile.TemporaryDirectory(prefix="bap-train-") as work:
-        run_cfg = with_weights(trial_config(cfg, params), params, backbone_weights(cfg), work)
+        run_cfg = with_weights(trial_config(cfg, params), params, weights, work)
         result = record_trial(run_cfg, params, recorder, checkpoint_dir=os.path.join(work, "checkpoint"),
                               progress=True)
     m = result.metrics
@@ -58,9 +59,14 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
-    from orchestrator.cli import run_hydra
+    from orchestrator.cli import run_hydra, sigterm_as_ctrl_c
 
-    run_hydra(run_one, singular_args(sys.argv[1:]))
+    sigterm_as_ctrl_c()
+    try:
+        run_hydra(run_one, singular_args(sys.argv[1:]))
+    except KeyboardInterrupt:
+        print("interrupted: the trial's MLflow run is marked KILLED", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from bap import metrics as M
 from bap.engine.hooks import CHECKPOINT_NAME
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
 from orchestrator.spool import Recorder
-from orchestrator.tracking import client_for, fail_fast, find_or_create_child, flatten, with_retries
+from orchestrator.tracking import ERROR_TAG, ERROR_TAG_LIMIT, client_for, fail_fast, find_or_create_child, flatten, with_retries
 
 log = logging.getLogger(__name__)
 
@@ -84,6 +84,20 @@ def record_trial(
     """Train one trial and record it in its MLflow run: params, tags, per-epoch and final metrics, the resolved
     config, the materialized model and a per-domain table. Shared by the Tune trainable and
     ``orchestrator.train``, so a trial run by hand is recorded exactly like one in a sweep."""
+    try:
+        return _train_and_record(cfg, params, recorder, checkpoint_dir, resume, on_epoch, progress)
+    except BaseException as error:
+        # The run tells the truth: FAILED with the error, or KILLED when stopped (Ctrl-C, SIGTERM, Tune's stop).
+        if isinstance(error, Exception):
+            recorder.set_tags({ERROR_TAG: f"{type(error).__name__}: {error}"[:ERROR_TAG_LIMIT]})
+        recorder.terminate("FAILED" if isinstance(error, Exception) else "KILLED")
+        recorder.flush(timeout_s=10)
+        raise
+
+
+def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorder: Recorder, checkpoint_dir: str,
+                      resume: bool, on_epoch: Callable[[dict[str, float]], None] | None,
+                      progress: bool) -> bap.TrainResult:
     recorder.log_params(trial_params(cfg, params))
     recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
                        "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})

@@ -396,6 +396,18 @@ class Stack:
             self._wait_node(worker)
         return worker
 
+    def restart_ray(self) -> None:
+        """A new head and workers on the same addresses, as a restarted compose stack (after the head was lost)."""
+        for node in [*self.workers, self.head]:
+            node.kill()
+        self.workers = []
+        self.head = self._start_node("ray-head", "ray-head")
+        self._wait_node(self.head)
+        for _ in range(self.n_workers):
+            self.add_worker(wait=False)
+        for worker in self.workers:
+            self._wait_node(worker)
+
     def head_healthcheck(self) -> subprocess.CompletedProcess:
         argv = [_replace(a, self.addresses) for a in healthcheck_argv(self.compose["services"]["ray-head"])]
         env = {**base_env(), **self.localized("ray-head").env}

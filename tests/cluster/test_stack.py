@@ -5,8 +5,9 @@ artifacts, all with token authentication, as docker-compose.yml starts them. Swe
 through the compose ``sweep`` service (docker/sweep.sh) and from this host with only ``RAY_ADDRESS`` and
 ``MLFLOW_TRACKING_URI`` set. Everything is read back through the MLflow server's REST API.
 
-The faults: a worker node killed mid-trial, the sweep driver killed, the MLflow server down. The worker test
-runs last: it leaves the stack with one worker.
+The faults: a worker node killed mid-trial, the sweep driver killed or interrupted (Ctrl-C), the MLflow server down
+during a trial and at the start and the end of a sweep, the Ray head killed. The worker test runs last: it leaves
+the stack with one worker.
 """
 
 from __future__ import annotations
@@ -14,8 +15,11 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shlex
+import signal
 import subprocess
 import sys
+import time
 import urllib.error
 import urllib.request
 
@@ -268,6 +272,107 @@ def test_report_sync_replays_writes_spooled_while_mlflow_was_down(stack, experim
         [(1, 10.0), (2, 20.0), (3, 30.0)]
     assert client.get_run(run_id).info.status == "FINISHED"
     assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
+
+
+def one_finished_and_next_training(client: MlflowClient, experiment: str):
+    def check():
+        runs = children(client, experiment)
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
+    return check
+
+
+def test_ctrl_c_marks_the_sweep_killed_and_resume_finishes_it(stack, experiment, tmp_path):
+    args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",
+            *SLOW_EPOCHS]
+    client = MlflowClient(stack.mlflow.url)
+    driver = stack.driver("driver-ctrl-c", args, tmp_path)
+    wait_until(one_finished_and_next_training(client, experiment), 240, "one finished trial and a second training",
+               processes=(driver,))
+    os.killpg(driver.pgid, signal.SIGINT)  # what Ctrl-C in the driver's terminal sends
+    assert driver.wait(timeout=120) == 130, driver.tail()
+    assert "resume=true" in driver.log()
+    (parent,) = parents(client, experiment)
+    assert parent.info.status == "KILLED"
+    assert sorted(r.info.status for r in children(client, experiment)) == ["FINISHED", "KILLED"]
+    (first,) = [r for r in children(client, experiment) if r.info.status == "FINISHED"]
+
+    resumed = stack.driver("driver-ctrl-c-resumed", [*args, "resume=true"], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.tail()
+    assert "2 finished trial(s), 0 failed" in finished_line(resumed)
+    runs = children(client, experiment)
+    assert len(runs) == 2 and len({r.data.tags[TRIAL_ID_TAG] for r in runs}) == 2
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    assert client.get_run(first.info.run_id).info.end_time == first.info.end_time
+    for run in runs:
+        assert_complete(client, run, n_epochs=3)
+
+
+def test_mlflow_down_at_the_start_fails_fast_and_creates_no_run(stack, experiment, tmp_path):
+    stack.mlflow.kill()
+    try:
+        started = time.monotonic()
+        driver = stack.driver("driver-no-mlflow", ["budgets=0.5", f"experiment={experiment}", *QUICK], tmp_path)
+        assert driver.wait(timeout=120) != 0
+        assert time.monotonic() - started < 60  # imports included; the check itself is bounded at 10 s
+        assert "MLFLOW_TRACKING_URI" in driver.log() and stack.mlflow.url in driver.log()
+    finally:
+        stack.mlflow.start()
+    assert MlflowClient(stack.mlflow.url).get_experiment_by_name(experiment) is None
+    assert not (tmp_path / "runs").exists()
+
+
+def test_mlflow_down_at_the_end_is_closed_by_report_sync(stack, experiment, tmp_path):
+    n_epochs = 3
+    client = MlflowClient(stack.mlflow.url)
+    driver = stack.driver("driver-end-outage", ["budgets=0.5", f"experiment={experiment}", f"train.epochs={n_epochs}",
+                                                "mlflow.end_wait_s=5", *SLOW_EPOCHS], tmp_path)
+    wait_until(lambda: any("val/acc_mean" in r.data.metrics for r in children(client, experiment)), 240,
+               "the trial's first epoch in MLflow", processes=(driver,))
+    stack.mlflow.kill()  # down until the sweep has ended
+    try:
+        assert driver.wait(timeout=300) == 3, driver.tail()
+    finally:
+        stack.mlflow.start()
+    (line,) = [x for x in driver.log().splitlines() if "unreachable at the end of the sweep" in x]
+    command = shlex.split(line.split("run: ", 1)[1])
+    assert command[:3] == ["python", "-m", "orchestrator.report"] and "--sync" in command
+    (parent,) = parents(client, experiment)
+    assert parent.info.status == "RUNNING"  # nothing closed it yet
+
+    sync = subprocess.run([sys.executable, *command[1:]], cwd=tmp_path, env=base_env(), capture_output=True,
+                          text=True, timeout=180)
+    assert sync.returncode == 0, sync.stdout[-2000:] + sync.stderr[-2000:]
+    (only,) = children(client, experiment)
+    assert_complete(client, only, n_epochs=n_epochs)  # every spooled write once
+    parent = client.get_run(parent.info.run_id)
+    assert parent.info.status == "FINISHED"
+    assert "pareto.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    assert not glob.glob(str(tmp_path / "runs" / "ray" / "mlflow_spool" / "*.jsonl"))
+
+
+def test_ray_head_killed_then_resume_finishes_every_trial_once(stack, experiment, tmp_path):
+    args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",
+            *SLOW_EPOCHS]
+    client = MlflowClient(stack.mlflow.url)
+    driver = stack.driver("driver-head-lost", args, tmp_path)
+    wait_until(one_finished_and_next_training(client, experiment), 240, "one finished trial and a second training",
+               processes=(driver,))
+    (first,) = [r for r in children(client, experiment) if r.info.status == "FINISHED"]
+    stack.head.kill()
+    assert driver.wait(timeout=300) != 0, driver.tail()  # Ray gives up on the lost GCS; nothing left to close runs
+    stack.restart_ray()
+
+    resumed = stack.driver("driver-head-restarted", [*args, "resume=true"], tmp_path)
+    assert resumed.wait(timeout=300) == 0, resumed.tail()
+    assert "2 finished trial(s), 0 failed" in finished_line(resumed)
+    runs = children(client, experiment)
+    assert len(runs) == 2 and len({r.data.tags[TRIAL_ID_TAG] for r in runs}) == 2
+    (parent,) = parents(client, experiment)
+    assert parent.info.status == "FINISHED"
+    assert client.get_run(first.info.run_id).info.end_time == first.info.end_time
+    for run in runs:
+        assert_complete(client, run, n_epochs=3)
 
 
 def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(stack, experiment, tmp_path):

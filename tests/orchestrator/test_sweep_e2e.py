@@ -7,6 +7,7 @@ minute on 2 cores; the code path is the one `python -m orchestrator.sweep` runs 
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -33,9 +34,15 @@ def env_for(tmp_path):
     return env
 
 
-def run(module, args, tmp_path, timeout=600):
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env_for(tmp_path),
+def run(module, args, tmp_path, timeout=600, cwd=None):
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd or tmp_path, env=env_for(tmp_path),
                           capture_output=True, text=True, timeout=timeout)
+
+
+def start(module, args, tmp_path):
+    """A driver in a session of its own: a signal to its process group is what Ctrl-C in a terminal sends."""
+    return subprocess.Popen([sys.executable, "-m", module, *args], cwd=tmp_path, env=env_for(tmp_path),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def client_and_experiment(tmp_path, name):
@@ -163,3 +170,137 @@ def test_killed_driver_resumes_only_missing_trials(tmp_path):
         assert client.get_run(run_id).info.end_time == end_time
     for r in runs:  # every epoch logged exactly once, interrupted trial included
         assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
+
+
+# Epochs long enough (about a second each here) to land a signal between a trial's first epoch and its end.
+SLOW = [a for a in TINY if not a.startswith(("train.steps_per_epoch=", "train.epochs="))] + [
+    "train.steps_per_epoch=12", "train.epochs=4"]
+
+
+def store_ready(tmp_path):
+    """The driver has created MLflow's tables (its first spool directory comes after its first run): two
+    processes creating them at once would race."""
+    return (tmp_path / "runs").exists()
+
+
+def one_finished_and_next_training(tmp_path, experiment):
+    def check():
+        if not store_ready(tmp_path):
+            return False
+        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            return False
+        runs = children(client, found.experiment_id)
+        done = [r for r in runs if r.info.status == "FINISHED"]
+        return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
+    return check
+
+
+class Planted:
+    """Unpickling it creates ``marker`` (through builtins.open alone, so nothing else must be importable)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_ctrl_c_closes_the_sweep_killed_and_resume_restores_only_the_recorded_state(tmp_path):
+    args = ["budgets=0.25,0.5,1.0", "experiment=ctrlc", "ray.max_concurrent_trials=1", *SLOW]
+    driver = start("orchestrator.sweep", args, tmp_path)
+    try:
+        wait_for(one_finished_and_next_training(tmp_path, "ctrlc"), 600, "one finished trial and a second training")
+        os.killpg(driver.pid, signal.SIGINT)
+        out, err = driver.communicate(timeout=180)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 130, out[-2000:] + err[-2000:]
+    assert "interrupted" in err and "resume=true" in err
+    client, experiment_id = client_and_experiment(tmp_path, "ctrlc")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert parent.info.status == "KILLED"
+    statuses = sorted(r.info.status for r in children(client, experiment_id))
+    assert statuses == ["FINISHED", "KILLED"], statuses  # the third trial never started
+    finished = {r.info.run_id: r.info.end_time for r in children(client, experiment_id)
+                if r.info.status == "FINISHED"}
+
+    # A file planted in the recorded folder: refused before anything unpickles it.
+    tuner_pkl = os.path.join(parent.data.tags[SWEEP_TAG], "tuner.pkl")
+    with open(tuner_pkl, "rb") as f:
+        good = f.read()
+    marker = tmp_path / "planted-code-ran"
+    with open(tuner_pkl, "wb") as f:
+        pickle.dump(Planted(str(marker)), f)
+    refused = run("orchestrator.sweep", [*args, "resume=true"], tmp_path)
+    assert refused.returncode != 0 and "not files this sweep recorded" in refused.stderr, refused.stderr[-2000:]
+    assert not marker.exists()
+    assert client.get_run(parent.info.run_id).info.status == "KILLED"  # a refused resume changes nothing
+
+    # The genuine folder resumes, from another working directory too (relative paths are the launch dir's).
+    with open(tuner_pkl, "wb") as f:
+        f.write(good)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    proc = run("orchestrator.sweep", [*args, "resume=true"], tmp_path, cwd=elsewhere)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 finished trial(s), 0 failed" in proc.stdout
+    assert client.get_run(parent.info.run_id).info.status == "FINISHED"
+    runs = children(client, experiment_id)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    for run_id, end_time in finished.items():
+        assert client.get_run(run_id).info.end_time == end_time
+    for r in runs:
+        assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2, 3, 4]
+    assert not (elsewhere / "runs").exists()
+
+
+def test_a_trial_whose_worker_dies_is_failed_and_the_sweep_exits_non_zero(tmp_path):
+    args = ["budgets=0.25,0.5", "experiment=crash", "ray.max_concurrent_trials=1", *SLOW]
+    driver = start("orchestrator.sweep", args, tmp_path)
+    try:
+        def first_epoch_logged():
+            if not store_ready(tmp_path):
+                return False
+            client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+            found = client.get_experiment_by_name("crash")
+            return found is not None and any("val/acc_mean" in r.data.metrics
+                                              for r in children(client, found.experiment_id))
+        wait_for(first_epoch_logged, 600, "the first trial's first epoch")
+        subprocess.run(["pkill", "-KILL", "-f", "ray::ImplicitFunc"], check=True)
+        out, err = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            os.killpg(driver.pid, signal.SIGKILL)
+    assert driver.returncode == 1, out[-2000:] + err[-2000:]
+    assert "1 finished trial(s), 1 failed" in out
+    client, experiment_id = client_and_experiment(tmp_path, "crash")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert parent.info.status == "FAILED"
+    by_status = {r.info.status: r for r in children(client, experiment_id)}
+    assert sorted(by_status) == ["FAILED", "FINISHED"]
+    assert "bap.error" in by_status["FAILED"].data.tags
+
+
+def test_sigterm_stops_a_single_trial_as_killed(tmp_path):
+    proc = start("orchestrator.train", ["budget=0.5", "experiment=term", *SLOW], tmp_path)
+    try:
+        def epoch_logged():
+            if not store_ready(tmp_path):
+                return False
+            client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+            found = client.get_experiment_by_name("term")
+            return found is not None and any("val/acc_mean" in r.data.metrics
+                                              for r in client.search_runs([found.experiment_id]))
+        wait_for(epoch_logged, 300, "the first epoch")
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    client, experiment_id = client_and_experiment(tmp_path, "term")
+    (only,) = client.search_runs([experiment_id])
+    assert only.info.status == "KILLED"

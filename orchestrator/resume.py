@@ -1,0 +1,186 @@
+"""Resume continues the sweep MLflow recorded, or nothing.
+
+A sweep's MLflow parent run records everything a resume needs: its Tune folder (``bap.sweep``), the directory it
+was launched from (relative paths resolve there again, so a resume works from any working directory), the
+resolved config it started with (its params) and the digests of the folder's restore files as Tune writes them
+(``bap.sweep_digests``). ``resume=true`` picks the latest unfinished sweep of the experiment, ``resume=PATH``
+the sweep whose folder is PATH; nothing else under ``ray.storage_path`` is looked at.
+
+Tune's restore unpickles the folder's top-level files (``tuner.pkl``, the searcher state, cloudpickle blobs in
+``experiment_state-*.json``), so a file planted there would run code in the driver. A folder is restored only when
+each of its files hashes to a digest this sweep's driver recorded; see the trust boundary in docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+from typing import Any, Mapping, Optional
+
+import pyarrow.fs
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+from ray import tune
+
+from orchestrator.config import SweepConfig, resolve_paths
+from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG, client_for, fail_fast, flatten
+
+log = logging.getLogger(__name__)
+
+LAUNCH_DIR_TAG = "bap.launch_dir"
+# Per file, the recent versions stay acceptable: Tune uploads its state in the background, so a driver killed
+# mid-upload leaves an earlier one in the folder.
+DIGESTS_KEPT = 4
+# Keys a resume may change: how to reach the cluster and where new sweeps go, not what the trials compute.
+RESUME_MAY_CHANGE = ("resume", "ray.address", "ray.storage_path", "mlflow.end_wait_s")
+LATEST = "latest"
+
+
+def resume_target(resume: Any) -> Optional[str]:
+    """``cfg.resume`` as None (a new sweep), ``LATEST`` (``resume=true``) or the sweep folder to resume."""
+    if resume is None or resume is False or str(resume).strip().lower() in ("", "false", "none", "null"):
+        return None
+    if resume is True or str(resume).strip().lower() == "true":
+        return LATEST
+    path = str(resume).rstrip("/")
+    return path if "://" in path else os.path.abspath(os.path.expanduser(path))
+
+
+def find_sweep(client: MlflowClient, experiment: str, target: str) -> Run:
+    """The parent run of the sweep to resume; a clear error when there is none."""
+    where = f"experiment {experiment!r} at {client.tracking_uri}"
+    found = client.get_experiment_by_name(experiment)
+    parents = [] if found is None else client.search_runs(
+        [found.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''", order_by=["attributes.start_time DESC"])
+    if target == LATEST:
+        if not parents:
+            raise SystemExit(f"error: resume=true but {where} has no sweep; start one without resume=true "
+                             "(or set MLFLOW_TRACKING_URI to the MLflow that recorded it)")
+        parent = parents[0]
+        if parent.info.status == "FINISHED":
+            raise SystemExit(f"error: resume=true but the latest sweep of {where} ({parent.data.tags[SWEEP_TAG]}) "
+                             "finished; start a new sweep without resume=true, or name an older one with "
+                             "resume=PATH")
+        return parent
+    for parent in parents:
+        if parent.data.tags[SWEEP_TAG].rstrip("/") == target:
+            return parent
+    known = "\n".join(f"  {p.data.tags[SWEEP_TAG]} ({p.info.status})" for p in parents[:10]) or "  (none)"
+    raise SystemExit(f"error: resume={target} is no sweep recorded in {where}; its sweeps:\n{known}")
+
+
+def recorded_config(cfg: SweepConfig, parent: Run) -> SweepConfig:
+    """``cfg`` with its relative paths resolved against the directory the sweep was launched from; the tracking
+    URI stays the one that found ``parent``."""
+    launched = resolve_paths(cfg, base_dir=parent.data.tags.get(LAUNCH_DIR_TAG))
+    return dataclasses.replace(launched, mlflow=resolve_paths(cfg).mlflow)
+
+
+def comparable_config(cfg: SweepConfig) -> dict[str, str]:
+    """The flattened config a sweep is recorded with and a resume must match (MLflow params are strings)."""
+    return {k: v for k, v in flatten(dataclasses.asdict(cfg)).items() if k not in RESUME_MAY_CHANGE}
+
+
+def check_same_sweep(recorded_params: Mapping[str, str], cfg: SweepConfig) -> None:
+    """Refuse to resume with a config other than the one the sweep started with: the remaining trials would
+    silently run different settings (or a changed axis would be ignored)."""
+    old = {k: v for k, v in recorded_params.items() if not k.startswith("axis.") and k not in RESUME_MAY_CHANGE}
+    new = comparable_config(cfg)
+    changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    if changed:
+        lines = "\n".join(f"  {k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed)
+        raise SystemExit(f"error: resume with a config that differs from the sweep's:\n{lines}\n"
+                         "Either start a new sweep (drop resume=...), or resume with the old values.")
+
+
+def _files(directory: str) -> tuple[pyarrow.fs.FileSystem, list[pyarrow.fs.FileInfo]]:
+    """The top-level files of ``directory`` (a local path or a URI): what Tune's restore reads."""
+    fs, path = pyarrow.fs.FileSystem.from_uri(directory)
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(path, allow_not_found=True))
+    return fs, sorted((i for i in infos if i.type == pyarrow.fs.FileType.File), key=lambda i: i.base_name)
+
+
+def _file_digest(fs: pyarrow.fs.FileSystem, path: str) -> str:
+    digest = hashlib.sha256()
+    with fs.open_input_stream(path) as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def folder_digests(directory: str) -> dict[str, str]:
+    """File name -> SHA-256 of each top-level file of ``directory``."""
+    fs, files = _files(directory)
+    return {info.base_name: _file_digest(fs, info.path) for info in files}
+
+
+def recorded_digests(parent: Run) -> dict[str, list[str]]:
+    """File name -> the recent digests this sweep's driver recorded for it."""
+    return json.loads(parent.data.tags.get(DIGESTS_TAG, "{}"))
+
+
+def check_restorable(sweep_dir: str, parent: Run) -> None:
+    """Tune may restore ``sweep_dir`` only if every file it would read is one this sweep's driver wrote."""
+    if not tune.Tuner.can_restore(sweep_dir):
+        raise SystemExit(f"error: the sweep folder {sweep_dir} (recorded by MLflow run {parent.info.run_id}) holds "
+                         "no restorable Tune state; it was moved or deleted. Start a new sweep without resume=...")
+    recorded = recorded_digests(parent)
+    foreign = sorted(name for name, digest in folder_digests(sweep_dir).items()
+                     if digest not in recorded.get(name, ()))
+    if foreign:
+        raise SystemExit(f"error: {', '.join(foreign)} in {sweep_dir} are not files this sweep recorded (MLflow run "
+                         f"{parent.info.run_id}, tag {DIGESTS_TAG}): they were changed or planted after the driver "
+                         "wrote them, and restoring would unpickle them. Not restored; start a new sweep without "
+                         "resume=..., or restore the folder from a copy you trust")
+
+
+class DigestRecorder(tune.Callback):
+    """Records in the parent run the digest of every restore file Tune writes, as it writes it.
+
+    Tune saves its state into a driver-side staging folder during a step and uploads it into the sweep folder in
+    the background; ``on_step_end`` of that same step hashes the staged files (only those whose size or mtime
+    changed), so a state is recorded before, or within milliseconds of, becoming restorable. The driver calls
+    ``record(sweep_dir)`` itself for ``tuner.pkl`` (written when the Tuner is made) and after ``fit``. Digests go
+    straight to MLflow, never through the spool: the spool sits on shared storage, where a planted entry could
+    vouch for a planted file. Each write merges with the tag's current value (a restored sweep runs the copy of
+    this callback pickled in ``tuner.pkl`` next to the driver's own)."""
+
+    def __init__(self, tracking_uri: str, parent_run_id: str) -> None:
+        self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
+        self._seen: dict[str, tuple] = {}
+        self._unsent: dict[str, list[str]] = {}
+
+    def record(self, directory: str) -> None:
+        fs, files = _files(directory)
+        for info in files:
+            signature = (info.size, info.mtime_ns)
+            if self._seen.get(info.path) != signature:
+                self._seen[info.path] = signature
+                self._unsent.setdefault(info.base_name, []).append(_file_digest(fs, info.path))
+        if self._unsent:
+            self._send()
+
+    def _send(self) -> None:
+        try:
+            with fail_fast():
+                client = client_for(self.tracking_uri)
+                merged = recorded_digests(client.get_run(self.parent_run_id))
+                for name, digests in self._unsent.items():
+                    merged[name] = ([d for d in merged.get(name, []) if d not in digests] + digests)[-DIGESTS_KEPT:]
+                client.set_tag(self.parent_run_id, DIGESTS_TAG, json.dumps(merged, sort_keys=True))
+            self._unsent = {}
+        except Exception as error:  # MLflow down: kept here and sent with the next state
+            log.warning("could not record the sweep folder's digests in MLflow yet (%s)", type(error).__name__)
+
+    def on_step_end(self, iteration: int, trials: list, **info) -> None:
+        if trials:
+            try:
+                self.record(trials[0].storage.experiment_driver_staging_path)
+            except OSError as error:  # a file replaced while listed: the next step sees the settled state
+                log.debug("sweep digests skipped this step: %s", error)
+
+    def __getstate__(self) -> dict:  # pickled into tuner.pkl before anything is recorded
+        return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "_seen": {}, "_unsent": {}}

@@ -1,0 +1,145 @@
+"""Every run ends in a true state: a failed trial is FAILED with its error, an unfinished one KILLED, and a sweep
+whose end MLflow missed is closed by ``orchestrator.report --sync`` with the status the driver decided."""
+
+from __future__ import annotations
+
+import json
+import socket
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import bap
+from bap import metrics as M
+from orchestrator.config import MlflowConfig, SweepConfig
+from orchestrator.front import finish_sweep
+from orchestrator.report import main as report_main
+from orchestrator.spool import FINISH_SWEEP, Recorder, sync_spools
+from orchestrator.sweep import _close
+from orchestrator.tracking import ERROR_TAG, PARETO_TAG, SWEEP_TAG, find_or_create_child
+from orchestrator.trainable import record_trial
+
+PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
+
+
+def closed_port_uri() -> str:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+
+
+@pytest.fixture
+def store(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    return uri, client, client.create_experiment("exp")
+
+
+def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(store, tmp_path):
+    uri, client, experiment_id = store
+    parent = client.create_run(experiment_id).info.run_id
+    run_id = find_or_create_child(client, experiment_id, parent, "t0", "trial")
+    recorder = Recorder(client, run_id, str(tmp_path / "spool"))
+    # resume=True with no checkpoint in the folder: training raises before its first step.
+    with pytest.raises(FileNotFoundError):
+        record_trial(bap.ExperimentConfig(), PARAMS, recorder, checkpoint_dir=str(tmp_path / "empty"), resume=True)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED"
+    assert run.data.tags[ERROR_TAG].startswith("FileNotFoundError:")
+    assert find_or_create_child(client, experiment_id, parent, "t0", "trial") == run_id  # Tune's retry
+    run = client.get_run(run_id)
+    assert run.info.status == "RUNNING" and ERROR_TAG not in run.data.tags
+
+
+def test_a_stopped_trial_is_killed(store, tmp_path):
+    uri, client, experiment_id = store
+    run_id = client.create_run(experiment_id).info.run_id
+
+    def stop(metrics):  # Tune stops a trial by SystemExit in its thread; Ctrl-C is a KeyboardInterrupt
+        raise KeyboardInterrupt
+
+    cfg = bap.ExperimentConfig(model=bap.ModelConfig(weights=None, width=0.125),
+                               data=bap.DataConfig(train_per_class=4, val_per_class=2),
+                               train=bap.TrainConfig(epochs=2, steps_per_epoch=1, batch_size=4))
+    with pytest.raises(KeyboardInterrupt):
+        record_trial(cfg, PARAMS, Recorder(client, run_id, str(tmp_path / "spool")),
+                     checkpoint_dir=str(tmp_path / "ckpt"), on_epoch=stop)
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED" and ERROR_TAG not in run.data.tags
+
+
+def _sweep_with_two_trials(client, experiment_id):
+    parent = client.create_run(experiment_id, tags={SWEEP_TAG: "/runs/exp_1"}).info.run_id
+    done = find_or_create_child(client, experiment_id, parent, "t0", "done")
+    for key, value in ((M.ACC_MEAN, 50.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
+        client.log_metric(done, key, value)
+    client.set_terminated(done, "FINISHED")
+    unfinished = find_or_create_child(client, experiment_id, parent, "t1", "unfinished")
+    return parent, done, unfinished
+
+
+def test_finish_sweep_kills_unfinished_trials_publishes_the_front_and_closes_the_parent(store):
+    uri, client, experiment_id = store
+    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    crashed = find_or_create_child(client, experiment_id, parent, "t2", "crashed")  # its worker died
+    table = finish_sweep(client, experiment_id, parent, "KILLED", {"t2": "RayActorError: the actor died"})
+    assert client.get_run(crashed).info.status == "FAILED"
+    assert client.get_run(crashed).data.tags[ERROR_TAG] == "RayActorError: the actor died"
+    assert [row["run_id"] for row in table] == [done]
+    assert client.get_run(unfinished).info.status == "KILLED"
+    assert client.get_run(done).info.status == "FINISHED"
+    assert client.get_run(done).data.tags[PARETO_TAG] == "true"
+    assert client.get_run(parent).info.status == "KILLED"
+    assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
+
+
+def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_it(store, tmp_path, capsys):
+    uri, client, experiment_id = store
+    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    spool = tmp_path / "spool"
+    down_uri = closed_port_uri()
+    trial = Recorder(MlflowClient(down_uri), done, str(spool))
+    trial.set_tags({"late": "write"})  # a trial's last write that MLflow missed
+    cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=down_uri, end_wait_s=0))
+    down = MlflowClient(down_uri)
+    with pytest.raises(SystemExit) as exited:
+        _close(cfg, down, experiment_id, parent, Recorder(down, parent, str(spool)), "FINISHED", {},
+               str(spool))
+    assert exited.value.code == 3
+    line = capsys.readouterr().err.strip()
+    assert "unreachable at the end of the sweep" in line and "(FINISHED)" in line and str(spool) in line
+    command = line.split("run: ", 1)[1]
+    assert command == (f"python -m orchestrator.report experiment=exp tracking_uri={down_uri} "
+                       f"spool_dir={spool} --sync")
+    with open(spool / f"{parent}.jsonl") as f:
+        assert [json.loads(line)["op"] for line in f] == [FINISH_SWEEP]
+    assert client.get_run(parent).info.status == "RUNNING"  # nothing reached the store
+
+    # The server is back (here: the same store, reached directly): the printed command, pointed at it.
+    report_main(["experiment=exp", f"tracking_uri={uri}", f"spool_dir={spool}", "--sync"])
+    assert client.get_run(done).data.tags["late"] == "write"  # the trial's write first, then the closing
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(unfinished).info.status == "KILLED"
+    assert client.get_run(done).data.tags[PARETO_TAG] == "true"
+    assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
+    assert sync_spools(uri, str(spool)) == {}  # replayed once: nothing left to repeat
+
+
+def test_the_closing_waits_for_the_trials_spools(store, tmp_path):
+    uri, client, experiment_id = store
+    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    spool = tmp_path / "spool"
+    down = MlflowClient(closed_port_uri())
+    Recorder(down, unfinished, str(spool)).terminate("FINISHED")  # it did finish; MLflow missed the news
+    Recorder(down, parent, str(spool)).finish_sweep(experiment_id, "FINISHED")
+    # A sync that cannot replay the trial's spool leaves the closing too (it would mark that trial KILLED).
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (spool / f"{unfinished}.jsonl").rename(broken / f"{unfinished}.jsonl")
+    (spool / f"{unfinished}.jsonl").write_text(json.dumps({"op": "artifact", "path": "/nonexistent",
+                                                            "artifact_path": None}) + "\n")
+    assert sync_spools(uri, str(spool)) == {unfinished: 1, parent: 1}
+    (broken / f"{unfinished}.jsonl").replace(spool / f"{unfinished}.jsonl")
+    assert sync_spools(uri, str(spool)) == {unfinished: 0, parent: 0}
+    assert client.get_run(unfinished).info.status == "FINISHED"
+    assert client.get_run(parent).info.status == "FINISHED"
