@@ -22,6 +22,7 @@ from hydra.errors import HydraException
 
 from orchestrator.config import SweepConfig
 
+INVALID_CONFIG = 2  # the exit status of every entry point for a config that fails validation
 # The list-valued keys of SweepConfig that form the grid.
 SWEEP_AXES = ("budgets", "domain_sets", "backbones", "sharing", "seeds")
 
@@ -98,6 +99,7 @@ def run_hydra(task: Callable[[SweepConfig], object], argv: Optional[List[str]] =
     import hydra
 
     from orchestrator.config_store import CONFIG_NAME, SWEEPS_DIR, VERSION_BASE, register_configs, to_sweep_config
+    from orchestrator.validate import SweepConfigError
 
     try:
         sys.argv[1:] = rewrite_sweep_args(sys.argv[1:] if argv is None else argv)
@@ -110,8 +112,13 @@ def run_hydra(task: Callable[[SweepConfig], object], argv: Optional[List[str]] =
         try:
             sweep = to_sweep_config(cfg)
         except ValueError as err:  # a fixed value out of range: its own message names the key and the fix
-            sys.exit(f"error: {err}")
-        task(sweep)
+            print(f"error: {err}", file=sys.stderr)
+            sys.exit(INVALID_CONFIG)
+        try:
+            task(sweep)
+        except SweepConfigError as err:  # names every bad key and its fix; a traceback would only bury it
+            print(err, file=sys.stderr)
+            sys.exit(INVALID_CONFIG)
 
     _main()
 
@@ -133,7 +140,7 @@ def dry_run(cfg: SweepConfig) -> None:
         validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
     except SweepConfigError as err:
         print(err, file=sys.stderr)
-        sys.exit(2)
+        sys.exit(INVALID_CONFIG)
     print(f"ok: {len(trials)} trial(s) valid", file=sys.stderr)
 
 

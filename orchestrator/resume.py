@@ -13,12 +13,14 @@ each of its files hashes to a digest this sweep's driver recorded; see the trust
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import logging
 import os
-from typing import Any, Mapping, Optional
+import threading
+from typing import Any, Iterator, Mapping, Optional
 
 import pyarrow.fs
 from mlflow.entities import Run
@@ -143,25 +145,51 @@ class DigestRecorder(tune.Callback):
     Tune saves its state into a driver-side staging folder during a step and uploads it into the sweep folder in
     the background; ``on_step_end`` of that same step hashes the staged files (only those whose size or mtime
     changed), so a state is recorded before, or within milliseconds of, becoming restorable. The driver calls
-    ``record(sweep_dir)`` itself for ``tuner.pkl`` (written when the Tuner is made) and after ``fit``. Digests go
+    ``record(sweep_dir)`` itself for ``tuner.pkl`` (written when the Tuner is made) and watches the folder during
+    ``fit`` (``watching``). Digests go
     straight to MLflow, never through the spool: the spool sits on shared storage, where a planted entry could
     vouch for a planted file. Each write merges with the tag's current value (a restored sweep runs the copy of
     this callback pickled in ``tuner.pkl`` next to the driver's own)."""
 
     def __init__(self, tracking_uri: str, parent_run_id: str) -> None:
         self.tracking_uri, self.parent_run_id = tracking_uri, parent_run_id
-        self._seen: dict[str, tuple] = {}
-        self._unsent: dict[str, list[str]] = {}
+        self.__setstate__({})
 
     def record(self, directory: str) -> None:
-        fs, files = _files(directory)
-        for info in files:
-            signature = (info.size, info.mtime_ns)
-            if self._seen.get(info.path) != signature:
-                self._seen[info.path] = signature
-                self._unsent.setdefault(info.base_name, []).append(_file_digest(fs, info.path))
-        if self._unsent:
-            self._send()
+        with self._lock:
+            fs, files = _files(directory)
+            for info in files:
+                signature = (info.size, info.mtime_ns)
+                if self._seen.get(info.path) != signature:
+                    self._seen[info.path] = signature
+                    self._unsent.setdefault(info.base_name, []).append(_file_digest(fs, info.path))
+            if self._unsent:
+                self._send()
+
+    @contextlib.contextmanager
+    def watching(self, directory: str, every_s: float = 1.0) -> Iterator[None]:
+        """Also check ``directory`` from a thread once a second: Tune writes its final state after its last step,
+        and a driver that then hangs on a lost cluster (until Ray ends it) would leave that state unrecorded."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(every_s):
+                self._record_quietly(directory)
+
+        thread = threading.Thread(target=loop, name="sweep-digests", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            self.record(directory)
+
+    def _record_quietly(self, directory: str) -> None:
+        try:
+            self.record(directory)
+        except OSError as error:  # a file replaced while listed: the next check sees the settled state
+            log.debug("sweep digests skipped this time: %s", error)
 
     def _send(self) -> None:
         try:
@@ -177,10 +205,13 @@ class DigestRecorder(tune.Callback):
 
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if trials:
-            try:
-                self.record(trials[0].storage.experiment_driver_staging_path)
-            except OSError as error:  # a file replaced while listed: the next step sees the settled state
-                log.debug("sweep digests skipped this step: %s", error)
+            self._record_quietly(trials[0].storage.experiment_driver_staging_path)
 
-    def __getstate__(self) -> dict:  # pickled into tuner.pkl before anything is recorded
-        return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id, "_seen": {}, "_unsent": {}}
+    def __getstate__(self) -> dict:  # pickled into tuner.pkl: where to record, not what was seen
+        return {"tracking_uri": self.tracking_uri, "parent_run_id": self.parent_run_id}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        self._seen: dict[str, tuple] = {}
+        self._unsent: dict[str, list[str]] = {}
+        self._lock = threading.RLock()

@@ -174,11 +174,8 @@ def run_sweep(cfg: SweepConfig):
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
         ), [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
         digests.record(sweep_dir)  # tuner.pkl, written as the Tuner was made
-        try:
-            with _graceful_stop() as stopped:
-                results = tuner.fit()
-        finally:
-            digests.record(sweep_dir)  # the state Tune wrote last, uploaded before fit returns
+        with digests.watching(sweep_dir), _graceful_stop() as stopped:
+            results = tuner.fit()
         failed = [r for r in results if r.error is not None]
         errors = {r.metrics["trial_id"]: f"{type(r.error).__name__}: {r.error}" for r in failed
                   if "trial_id" in r.metrics}
@@ -186,6 +183,10 @@ def run_sweep(cfg: SweepConfig):
             status = "FAILED" if failed else "FINISHED"
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started
         pass
+    except Exception:  # Tune itself broke: the parent must not stay RUNNING
+        with contextlib.suppress(Exception, SystemExit):
+            _close(cfg, client, experiment_id, parent_run_id, parent, "FAILED", errors, spool_dir)
+        raise
 
     table = _close(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
     print(format_table(table))

@@ -340,6 +340,7 @@ class Stack:
         self.addresses = {"ray-head:6379": self.gcs_address, "localhost:6379": self.gcs_address}
         self.n_workers = workers
         self._nodes = 0
+        self._restarts = 0
         self.head: Optional[Process] = None
         self.workers: list[Process] = []
         self.mlflow: Optional[MlflowServer] = None
@@ -400,11 +401,13 @@ class Stack:
         """A new head and workers on the same addresses, as a restarted compose stack (after the head was lost)."""
         for node in [*self.workers, self.head]:
             node.kill()
+        self._restarts += 1
+        suffix = f"-restart{self._restarts}"  # a log of its own: the old one already says "Ray runtime started"
         self.workers = []
-        self.head = self._start_node("ray-head", "ray-head")
+        self.head = self._start_node(f"ray-head{suffix}", "ray-head")
         self._wait_node(self.head)
-        for _ in range(self.n_workers):
-            self.add_worker(wait=False)
+        for n in range(self.n_workers):
+            self.workers.append(self._start_node(f"ray-worker-{n + 1}{suffix}", "ray-worker"))
         for worker in self.workers:
             self._wait_node(worker)
 

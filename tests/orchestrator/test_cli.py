@@ -86,3 +86,15 @@ def test_exact_command_line_through_hydra_main(tmp_path):
     assert len(out["trials"]) == 6 and out["experiment"] == "smoke"
     assert "ok: 6 trial(s) valid" in proc.stderr
     assert list(tmp_path.iterdir()) == []  # the dry run leaves no Hydra output dir behind
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("budget.budget=2", "error: budget.budget=2.0 is outside (0, 1]"),  # a fixed key, checked as the config is made
+    ("budgets=0.5,1.5", "budgets has 1.5, outside (0, 1]"),  # an axis, checked by validate
+])
+def test_an_invalid_config_exits_2_with_its_message_and_no_traceback(tmp_path, arg, message):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", arg], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr and "Traceback" not in proc.stderr

@@ -111,7 +111,7 @@ def test_train_entry_point_records_one_run_without_ray(tmp_path):
 
 def test_bad_config_fails_before_anything_starts(tmp_path):
     proc = run("orchestrator.sweep", ["budgets=0.5,1.5", "backbones=[resnet18]", *TINY], tmp_path)
-    assert proc.returncode != 0
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     out = proc.stdout + proc.stderr
     assert "budgets" in out and "1.5" in out and "resnet18" in out
     assert not (tmp_path / "runs" / "ray").exists() and not (tmp_path / "mlflow.db").exists()
