@@ -304,3 +304,23 @@ def test_sigterm_stops_a_single_trial_as_killed(tmp_path):
     client, experiment_id = client_and_experiment(tmp_path, "term")
     (only,) = client.search_runs([experiment_id])
     assert only.info.status == "KILLED"
+
+
+def test_a_uri_storage_path_creates_no_local_folder_and_resumes_by_its_uri(tmp_path):
+    store = f"file://{tmp_path}/store"  # a URI like s3://, served by the local disk
+    args = ["budgets=0.5", "experiment=uri", f"ray.storage_path={store}", *TINY]
+    proc = run("orchestrator.sweep", args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith("file:")]  # no ./file:/... copy
+    client, experiment_id = client_and_experiment(tmp_path, "uri")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    sweep_dir = parent.data.tags[SWEEP_TAG]
+    assert sweep_dir.startswith(store) and (tmp_path / "store" / os.path.basename(sweep_dir) / "tuner.pkl").exists()
+    (trial,) = children(client, experiment_id)
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    again = run("orchestrator.sweep", [*args, f"resume={sweep_dir}"], tmp_path, cwd=elsewhere)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    assert f"resuming sweep {sweep_dir}" in again.stdout
+    assert client.get_run(trial.info.run_id).info.end_time == trial.info.end_time  # nothing ran twice
