@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, List, Optional
 
-BACKBONES = ("resnet26", "resnet50")
+from bap.models.registry import list_models
+
 BUDGET_UNITS = ("params", "switches", "macs")
 # The papers' three names (our pairwise / concave forms), a consensus term, and the D-way products of METHOD 3.
 SHARING_LOSSES = ("int", "union", "jaccard", "consensus", "int_dway", "union_dway", "jaccard_dway")
@@ -47,14 +48,14 @@ class ModelConfig:
     source_domain: Optional[str] = None
 
     def __post_init__(self) -> None:
-        _check_choice("model.backbone", self.backbone, BACKBONES)
+        _check_choice("model.backbone", self.backbone, tuple(list_models()))
         _check_positive("model.width", self.width, "use 1.0 for the paper's widths or e.g. 0.25 on CPU")
 
 
 @dataclass
 class BudgetConfig:
     # beta in (0, 1]: the fraction of the backbone one domain may use, in `unit`.
-    budget: float = 1.0
+    beta: float = 1.0
     unit: str = "params"
     # Switch binarisation threshold and latent initial value (ours, after Piggyback): all switches start on.
     threshold: float = 5e-3
@@ -67,8 +68,8 @@ class BudgetConfig:
     heavy_projection: float = 0.05
 
     def __post_init__(self) -> None:
-        if not 0.0 < self.budget <= 1.0:
-            raise ValueError(f"budget.budget={self.budget} is outside (0, 1]; use 1.0 for the unpruned baseline")
+        if not 0.0 < self.beta <= 1.0:
+            raise ValueError(f"budget.beta={self.beta} is outside (0, 1]; use 1.0 for the unpruned baseline")
         _check_choice("budget.unit", self.unit, BUDGET_UNITS)
         if not self.init > self.threshold:
             raise ValueError(

@@ -18,6 +18,7 @@ from typing import Any, Mapping
 import torch
 from torch import Tensor
 
+from bap.atomic import atomic_path
 from bap.models import MultiDomainNet, build_model, list_models
 from bap.models.resnet import scaled
 from bap.prune.materialize import apply_shapes, conv_shapes
@@ -53,11 +54,8 @@ def save(model: MultiDomainNet, path: str) -> None:
         "state_dict": state,
         "sha256": tensor_digest(state),
     }
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = f"{path}.tmp"
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
 
 
 def _read(path: str) -> dict[str, Any]:

@@ -20,17 +20,18 @@ __all__ = [
     "DECATHLON_BASELINE",
     "DECATHLON_SCORE",
     "LOSS_SHARING",
-    "LOSS_TOTAL",
     "MACS_MEAN",
     "MACS_RATIO",
     "OVERLAP",
     "PARAMS_CONV",
+    "PARAMS_CONV_RATIO",
     "PARAMS_RATIO",
     "PARAMS_TOTAL",
     "PROJECTION_HEAVY",
     "SCORE_PER_MACS_RATIO",
     "SCORE_PER_PARAMS_RATIO",
     "SHARING_WEIGHT",
+    "SWITCHES",
     "UNION_FRACTION",
     "VAL_ACC_MEAN",
     "acc_key",
@@ -51,6 +52,8 @@ __all__ = [
 ACC_MEAN = "acc_mean"  # mean over domains of top-1 val accuracy, percent
 PARAMS_TOTAL = "params_total"  # multi-domain pruned model: shared convs once + every domain's BN, head, mask bits
 PARAMS_CONV = "params_conv"  # conv weights only
+PARAMS_CONV_RATIO = "params_conv_ratio"  # PARAMS_CONV / the backbone's conv weights
+SWITCHES = "switches"  # switch bits stored: one per input channel of a switched conv, per domain
 PARAMS_RATIO = "params_ratio"  # PARAMS_TOTAL / single-domain backbone (conv + one BN set + one head)
 MACS_MEAN = "macs_mean"  # mean over domains of MACs per image at the domain's input size
 MACS_RATIO = "macs_ratio"  # MACS_MEAN / the backbone's MACs
@@ -68,7 +71,6 @@ SCORE_PER_MACS_RATIO = "score_per_macs_ratio"
 
 # Per-epoch metrics. ASHA stops trials on VAL_ACC_MEAN, so it must be reported every epoch.
 VAL_ACC_MEAN = "val/acc_mean"
-LOSS_TOTAL = "loss/total"
 LOSS_SHARING = "loss/sharing"
 SHARING_WEIGHT = "sharing_weight"  # the effective weight; changes over training when it is `learnable`
 BUDGET_TARGET = "budget_target"  # the usage each domain may have at this point of the budget's annealing

@@ -13,15 +13,16 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from bap.atomic import atomic_path
 from bap.config import DataConfig
 from bap.data import DomainData, build_source, train_batches
-from bap.engine.hooks import evaluate
+from bap.engine.cpu_memory import retain_freed_memory
+from bap.engine.evaluation import evaluate
 from bap.engine.trainer import batch_seed, resolve_device
 from bap.models import build_model, single_domain_state_dict
 
@@ -84,10 +85,8 @@ def pretrain(cfg: PretrainConfig, data: DomainData, out: str) -> float:
             losses.append(loss.item())
         log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, cfg.epochs, sum(losses) / len(losses))
     acc = evaluate(model, {data.name: data}, 256, device)[data.name]
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    tmp = f"{out}.tmp"
-    torch.save(single_domain_state_dict(model, data.name), tmp)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        torch.save(single_domain_state_dict(model, data.name), tmp)
     log.info("pretrained %s (width %s) on %s: val top-1 %.1f%%, saved to %s", cfg.backbone, cfg.width, data.name,
              acc, out)
     return acc
@@ -111,6 +110,7 @@ def main() -> None:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    retain_freed_memory()
     data_cfg = DataConfig(name=args.data, root=args.root, image_size=args.image_size,
                           domains=[args.domain] if args.domain else None)
     cfg = PretrainConfig(backbone=args.backbone, width=args.width, epochs=args.epochs,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence
 
@@ -13,7 +12,8 @@ from bap import metrics as M
 from bap.config import ExperimentConfig
 from bap.counting import count, reference_counts
 from bap.data import DomainData, build_domains, train_batches
-from bap.engine.hooks import CallbackHook, CheckpointHook, CountHook, EvalHook, Hook, LogHook, ProgressHook, evaluate
+from bap.engine.evaluation import evaluate
+from bap.engine.hooks import CallbackHook, CheckpointHook, CountHook, EvalHook, Hook, LogHook, ProgressHook
 from bap.engine.trainer import Trainer, resolve_device
 from bap.layers import DomainBatchNorm2d
 from bap.losses import project_to_budget, usage_summary
@@ -63,15 +63,12 @@ def train(
     torch.manual_seed(cfg.train.seed)
     domains = dict(domains) if domains is not None else build_domains(cfg.data)
     model = build_for(cfg, domains)
-    checkpointing = CheckpointHook(checkpoint_dir) if checkpoint_dir else None
+    # After an epoch: metrics, then its checkpoint, then reporting. Before training, the checkpoint hook's resume
+    # comes before the progress bar reads the epoch.
     trainer = Trainer(model, domains, cfg, hooks=[
-        EvalHook(), CountHook(), checkpointing, CallbackHook(callback) if callback else None,
-        ProgressHook() if progress else None, LogHook(), *hooks,
+        EvalHook(), CountHook(), CheckpointHook(checkpoint_dir, resume) if checkpoint_dir else None,
+        CallbackHook(callback) if callback else None, ProgressHook() if progress else None, LogHook(), *hooks,
     ])
-    if resume and checkpointing is not None and os.path.isfile(checkpointing.path):
-        state = torch.load(checkpointing.path, map_location=trainer.device, weights_only=True)
-        trainer.load_state_dict(state)
-        log.info("resumed from %s at epoch %d", checkpointing.path, trainer.epoch)
     trainer.fit()
     return finalize(trainer)
 
@@ -106,7 +103,7 @@ def finalize(trainer: Trainer) -> TrainResult:
     trial ``projection_heavy``: a model the projection reshaped is not the one training produced.
     """
     cfg, model = trainer.cfg, trainer.model
-    budget = cfg.budget.budget
+    budget = cfg.budget.beta
     eval_args = (cfg.train.eval_batch_size, trainer.device, cfg.data.num_workers)
     before = usage_summary(model.masks(), trainer.costs)["usage"]
     turned_off = project_to_budget(model, budget, trainer.costs)
@@ -138,8 +135,8 @@ def finalize(trainer: Trainer) -> TrainResult:
     metrics[M.PARAMS_TOTAL] = float(counts.params)
     metrics[M.PARAMS_CONV] = float(counts.conv_params)
     metrics[M.PARAMS_RATIO] = counts.params / reference.params
-    metrics["params_conv_ratio"] = counts.conv_params / reference.conv_params
-    metrics["switches"] = float(counts.switches)
+    metrics[M.PARAMS_CONV_RATIO] = counts.conv_params / reference.conv_params
+    metrics[M.SWITCHES] = float(counts.switches)
     metrics[M.MACS_MEAN] = counts.macs_mean
     metrics[M.MACS_RATIO] = counts.macs_mean / reference.macs_mean
     if M.scored_domains(acc):

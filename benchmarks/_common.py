@@ -20,6 +20,8 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
+from bap.atomic import atomic_path
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = "BENCHMARKS.md"
 _TITLE = "# Benchmarks\n\nEach section is written by one script in `benchmarks/`; rerun that script to refresh it.\n"
@@ -269,9 +271,8 @@ def update_section(path: str | os.PathLike, name: str, body: str) -> None:
             f"{path} has {n_begin} '{begin}' and {n_end} '{end}' markers (expected one of each, BEGIN first); "
             "fix the file by hand so the section is delimited once"
         )
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(text, encoding="utf-8")
 
 
 def add_common_args(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:

@@ -21,11 +21,12 @@ from typing import Mapping, Optional, Sequence
 import torch
 
 import bap
+from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.cli import rewrite_sweep_args
 from orchestrator.config import SweepConfig, expand_trials, trial_config, trial_name
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.tracking import SWEEP_TAG, TRIAL_NAME_TAG, child_runs, client_for
-from tests.cluster.harness import Process, base_env
+from localstack import Process, base_env
 
 # The sweep axis: one trial per budget, everything else fixed (sharing jaccard, seed 0).
 BUDGETS = (1.0, 0.75, 0.5, 0.25, 0.9, 0.6, 0.4, 0.3)
@@ -70,6 +71,7 @@ def loop_train_times(cfg: SweepConfig, threads: int) -> dict[str, float]:
     ``threads`` torch threads: what a user without an orchestrator would run."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
+    retain_freed_memory()  # as a trial's worker does
     try:
         times = {}
         for params in expand_trials(cfg):

@@ -33,6 +33,7 @@ from PIL import Image
 from bap import ExperimentConfig
 from bap.config import BudgetConfig, DataConfig, ModelConfig, TrainConfig
 from bap.data import build_domains, decathlon, imagefolder, train_batches
+from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.trainer import Trainer
 from bap.train import build_for
 from benchmarks._common import (add_common_args, describe_machine, interleaved_times, machine_info, markdown_table,
@@ -133,11 +134,12 @@ def settings(quick: bool) -> tuple[list[Setting], int, int]:
 def trainer_for(setting: Setting, data: DataConfig, domains: Mapping, batch: int, workers: int) -> Trainer:
     """A trainer as ``bap.train`` builds it (random weights: speed does not depend on them), BAP at budget 0.5."""
     cfg = ExperimentConfig(
-        model=ModelConfig(backbone=setting.backbone, width=setting.width), budget=BudgetConfig(budget=0.5),
+        model=ModelConfig(backbone=setting.backbone, width=setting.width), budget=BudgetConfig(beta=0.5),
         data=replace(data, num_workers=workers),
         train=TrainConfig(steps_per_epoch=setting.steps, batch_size=batch, device="cpu"),
     )
     torch.manual_seed(0)
+    retain_freed_memory()  # as the trial's entry point does
     return Trainer(build_for(cfg, domains), domains, cfg)
 
 

@@ -48,7 +48,7 @@ from orchestrator.config import SweepConfig, expand_trials, trial_config
 from orchestrator.spool import Recorder
 from orchestrator.tracking import client_for, ensure_experiment
 from orchestrator.trainable import record_trial
-from tests.cluster.harness import base_env
+from localstack import base_env
 
 # Full: about 30 s of training per trial on one core (the setting), four trials = two waves on 2 cores.
 # Quick: a few seconds per trial, two trials, and no one-at-a-time sweep, to stay under a minute.

@@ -1,7 +1,7 @@
 """Trials per hour with 1, 2 and 3 Ray worker nodes on this machine, and a model of sweep wall time fitted to
 them that predicts the ``vd_resnet26`` preset on 100 GPU nodes.
 
-The cluster is the compose stack run as local processes (``tests/cluster/harness.py``): a Ray head with no CPUs,
+The cluster is the compose stack run as local processes (``localstack/``): a Ray head with no CPUs,
 an MLflow tracking server, token authentication; the sweep is submitted from this host with ``RAY_ADDRESS``, as
 ``docs/cluster.md`` describes. The worker nodes share this machine's cores: 1 node gets all of them, 2 nodes one
 each on 2 cores, and 3 nodes cannot split 2 cores into whole CPUs, so each gets 1 and the machine is
@@ -35,7 +35,7 @@ from benchmarks._common import (add_common_args, describe_machine, machine_info,
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, loop_train_times, run_sweep_process,
                                       scratch_dir, sweep_overrides, warm_up)
 from orchestrator.config import expand_trials
-from tests.cluster.harness import Process, Stack, load_compose, wait_until
+from localstack import Process, Stack, load_compose, wait_until
 
 # Full: 6 trials = 3 waves on 2 slots, 2 waves on 3 slots; about 15 s of training per trial on one core.
 SETTINGS = {
@@ -258,7 +258,7 @@ def main() -> None:
     body = f"""## Scaling over Ray nodes (`benchmarks/scaling.py{' --quick' if args.quick else ''}`)
 
 {describe_machine(info)}
-- Cluster: the compose services as local processes (`tests/cluster/harness.py`): Ray head (no CPUs, dashboard),
+- Cluster: the compose services as local processes (`localstack/`): Ray head (no CPUs, dashboard),
   MLflow tracking server (SQLite behind it), token auth; N worker nodes started for each measurement and stopped
   after it. The sweep is `python -m orchestrator.sweep` submitted from this host with `RAY_ADDRESS`.
 - **{cores} cores only.** 1 node gets {node_cpus(1, cores)} CPUs, 2 nodes {node_cpus(2, cores)} each, 3 nodes

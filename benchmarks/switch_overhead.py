@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from bap import build_model
+from bap.config import TrainConfig
 from bap.engine.cpu_memory import retain_freed_memory
+from bap.engine.optim import domain_optimizer, switch_optimizer
 from bap.layers import native
 from benchmarks._common import (add_common_args, describe_machine, interleaved_times, machine_info, markdown_table,
                                 print_result, write_section)
@@ -38,9 +40,8 @@ def make_step(backbone: str, width: float, side: int, batch: int, switched: bool
     retain_freed_memory()  # as the trainer does on CPU, for all three steps alike
     torch.manual_seed(0)
     model = build_model(backbone, DOMAINS, width=width, unswitched=["conv1"] if switched else ["*"]).train()
-    # the trainer's optimizers (bap.engine.trainer)
-    bn_heads = torch.optim.SGD(model.domain_parameters(), lr=0.01, momentum=0.9, fused=True)
-    switches = torch.optim.Adam(model.switch_parameters(), lr=1e-3, fused=True) if switched else None
+    bn_heads = domain_optimizer(model, TrainConfig())  # the trainer's own optimizers, at its defaults
+    switches = switch_optimizer(model, TrainConfig()) if switched else None
     x = torch.randn(batch, 3, side, side)
     y = {d: torch.randint(0, c, (batch,)) for d, c in DOMAINS.items()}
 

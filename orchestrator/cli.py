@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import warnings
 from typing import Callable, List, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -23,6 +24,8 @@ from hydra.errors import HydraException
 from orchestrator.config import SweepConfig
 
 INVALID_CONFIG = 2  # the exit status of every entry point for a config that fails validation
+# Renamed keys: the old spelling is still read, with a warning.
+DEPRECATED_KEYS = {"budget.budget": "budget.beta"}
 # The list-valued keys of SweepConfig that form the grid.
 SWEEP_AXES = ("budgets", "domain_sets", "backbones", "sharing", "seeds")
 
@@ -71,16 +74,27 @@ def _rewrite_one(arg: str, parser: OverridesParser) -> str:
     return f"{prefix}{key}={Override._get_value_element_as_str(values)}"
 
 
+def _renamed(arg: str) -> str:
+    key, sep, value = arg.partition("=")
+    prefix = key[: len(key) - len(key.lstrip("+~"))]
+    new = DEPRECATED_KEYS.get(key[len(prefix):])
+    if not sep or new is None:
+        return arg
+    warnings.warn(f"{key[len(prefix):]} is deprecated; write {new}={value}", FutureWarning, stacklevel=3)
+    return f"{prefix}{new}={value}"
+
+
 def rewrite_sweep_args(argv: Sequence[str]) -> List[str]:
     """Sweep-axis overrides as Hydra list values; every other argument is returned unchanged.
 
     ``budgets=0.25,0.5,1.0`` -> ``budgets=[0.25,0.5,1.0]``; ``budgets=0.5`` -> ``budgets=[0.5]``;
     ``seeds=range(0,3)`` -> ``seeds=[0,1,2]``; ``domain_sets=[a,b],[c]`` -> ``domain_sets=[[a,b],[c]]``;
     ``domain_sets=[a,b]`` -> ``domain_sets=[[a,b]]`` (one set). List values, ``null``, ``~key`` and the
-    ``+``/``++`` prefixes pass through. Raises ``ValueError`` for bare domain names, ``interval()`` and unquoted
+    ``+``/``++`` prefixes pass through; a deprecated key (``DEPRECATED_KEYS``) becomes its new name. Raises ``ValueError`` for bare domain names, ``interval()`` and unquoted
     non-ASCII values (with the quoting that works).
     """
     parser = OverridesParser.create()
+    argv = [_renamed(arg) for arg in argv]
     for arg in argv:
         key, sep, value = arg.partition("=")
         if sep and not value.isascii() and not value.startswith(("'", '"')):

@@ -4,7 +4,7 @@
 MLflow settings. Hydra composes ``sweeps/*.yaml`` into it (``config_store.register_configs``); a notebook can
 build it directly. No hydra or ray import here, so the expansion is testable on its own.
 
-An axis left ``None`` sweeps the single fixed value (``budgets=None`` -> ``[budget.budget]``), so a sweep
+An axis left ``None`` sweeps the single fixed value (``budgets=None`` -> ``[budget.beta]``), so a sweep
 without axes is one trial of the fixed config. Per trial the axis value replaces the fixed one.
 """
 
@@ -24,6 +24,8 @@ from bap.metrics import VAL_ACC_MEAN
 # run in the launch directory opens it (plain `mlflow ui` too, unless a ./mlruns directory exists there).
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SCHEDULERS = ("none", "asha")
+# model.weights=embedded: pretrain each backbone on the embedded source domain (orchestrator.pretrained).
+EMBEDDED_WEIGHTS = "embedded"
 # Trial parameters, in the order expand_trials() nests them (the last varies fastest).
 AXES = ("backbone", "domains", "sharing", "budget", "seed")
 
@@ -103,7 +105,7 @@ def sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
         "backbone": _axis(cfg.backbones, cfg.model.backbone),
         "domains": [list(s) for s in cfg.domain_sets] if cfg.domain_sets else [cfg.data.domains],
         "sharing": _axis(cfg.sharing, SharingConfig().loss),
-        "budget": _axis(cfg.budgets, cfg.budget.budget),
+        "budget": _axis(cfg.budgets, cfg.budget.beta),
         "seed": _axis(cfg.seeds, cfg.train.seed),
     }
 
@@ -116,18 +118,23 @@ def expand_trials(cfg: SweepConfig) -> List[Dict[str, Any]]:
 
 def trial_config(cfg: SweepConfig, params: Dict[str, Any]) -> ExperimentConfig:
     """One trial's full config: the fixed values with ``params`` applied. ``replace`` re-runs the validation."""
-    weights = cfg.model.weights
-    if weights is not None:
-        # One template serves a backbone sweep: weights/{backbone}.pt.
-        weights = weights.replace("{backbone}", params["backbone"])
+    weights = weights_path(cfg.model.weights, params["backbone"])
     domains = None if params["domains"] is None else list(params["domains"])
     return ExperimentConfig(
         model=dataclasses.replace(cfg.model, backbone=params["backbone"], weights=weights),
-        budget=dataclasses.replace(cfg.budget, budget=params["budget"]),
+        budget=dataclasses.replace(cfg.budget, beta=params["budget"]),
         sharing=SharingConfig(loss=params["sharing"], weight=cfg.sharing_weight),
         data=dataclasses.replace(cfg.data, domains=domains),
         train=dataclasses.replace(cfg.train, seed=params["seed"]),
     )
+
+
+def weights_path(weights: Optional[str], backbone: str) -> Optional[str]:
+    """What ``model.weights`` means for ``backbone``: None (random init), ``EMBEDDED_WEIGHTS``, or a file, with
+    ``{backbone}`` filled in (one template serves a backbone sweep: ``weights/{backbone}.pt``)."""
+    if weights is None or weights == EMBEDDED_WEIGHTS:
+        return weights
+    return weights.replace("{backbone}", backbone)
 
 
 def domain_set_name(domains: Optional[List[str]]) -> str:
@@ -159,7 +166,7 @@ def resolve_paths(cfg: SweepConfig, base_dir: Optional[str] = None) -> SweepConf
     return dataclasses.replace(
         cfg,
         model=dataclasses.replace(
-            cfg.model, weights=cfg.model.weights if cfg.model.weights == "embedded" else absolute(cfg.model.weights)
+            cfg.model, weights=cfg.model.weights if cfg.model.weights == EMBEDDED_WEIGHTS else absolute(cfg.model.weights)
         ),
         data=dataclasses.replace(cfg.data, root=absolute(cfg.data.root)),
         ray=dataclasses.replace(cfg.ray, storage_path=absolute(cfg.ray.storage_path)),

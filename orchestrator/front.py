@@ -24,7 +24,7 @@ def run_record(run: Any) -> dict[str, Any]:
         "run_id": run.info.run_id,
         "domain_set": tags.get("domain_set", params.get("domain_set", "all")),
         "backbone": tags.get("backbone", params.get("model.backbone")),
-        "sharing": tags.get("sharing", params.get("sharing_loss")),
+        "sharing": tags.get("sharing", params.get("sharing")),
         "budget": float(tags.get("budget", params.get("budget", "nan"))),
         "seed": int(tags.get("seed", params.get("train.seed", 0))),
         "status": run.info.status,

@@ -14,18 +14,19 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 from matplotlib.figure import Figure
 
+from bap import metrics as M
 from orchestrator.pareto import group_points, is_optimal_by_group, pareto_front
 from orchestrator.stats import mean_ci
 
 FIELDS = (
     "run_id", "domain_set", "backbone", "sharing", "budget",
-    "acc_mean", "params_total", "params_ratio", "macs_mean", "macs_ratio",
+    M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO,
 )
-ACCURACY = "acc_mean"
+ACCURACY = M.ACC_MEAN
 # cost name -> (record key, axis label)
 COSTS = {
-    "params": ("params_ratio", "parameters (ratio to the single-domain backbone, ×)"),
-    "macs": ("macs_ratio", "mean MACs per image (ratio to the single-domain backbone, ×)"),
+    "params": (M.PARAMS_RATIO, "parameters (ratio to the single-domain backbone, ×)"),
+    "macs": (M.MACS_RATIO, "mean MACs per image (ratio to the single-domain backbone, ×)"),
 }
 COST_NAMES = {"params": "parameters", "macs": "MACs"}
 ACC_LABEL = "mean top-1 accuracy over domains (%)"
@@ -70,7 +71,7 @@ def _label(record: Mapping[str, Any]) -> str:
 
 
 CONFIGURATION = ("domain_set", "backbone", "sharing", "budget")  # a trial's seeds repeat one configuration
-SUMMARISED = (ACCURACY, "params_ratio", "macs_ratio")
+SUMMARISED = (ACCURACY, M.PARAMS_RATIO, M.MACS_RATIO)
 
 
 def configurations(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
@@ -80,7 +81,7 @@ def configurations(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]
     grouped = group_points(records, lambda r: tuple(r[k] for k in CONFIGURATION))
     points = []
     for key, members in grouped.items():
-        done = [r for r in members if _complete(r, "params_ratio")]
+        done = [r for r in members if _complete(r, M.PARAMS_RATIO)]
         point: Dict[str, Any] = dict(zip(CONFIGURATION, key), seeds=len(done),
                                      projection_heavy=any(r.get("projection_heavy") for r in members))
         for name in SUMMARISED:
@@ -115,7 +116,7 @@ def pareto_table(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
         for row in rows:
             row[f"pareto_{cost}"] = flags[_configuration_key(row)] and _complete(row, key)
     missing = math.inf
-    rows.sort(key=lambda r: (group_key(r), r.get("params_ratio") if r.get("params_ratio") is not None else missing,
+    rows.sort(key=lambda r: (group_key(r), r.get(M.PARAMS_RATIO) if r.get(M.PARAMS_RATIO) is not None else missing,
                              str(r.get("run_id"))))
     return rows
 

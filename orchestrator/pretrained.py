@@ -13,10 +13,9 @@ import os
 
 from bap import PretrainConfig, pretrain
 from bap.data import build_source
-from orchestrator.config import SweepConfig, sweep_axes
+from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig, sweep_axes, weights_path
 
 log = logging.getLogger(__name__)
-EMBEDDED = "embedded"
 CACHE_DIR = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
 
 
@@ -32,15 +31,14 @@ def backbone_weights(cfg: SweepConfig) -> dict[str, bytes]:
         return {}
     blobs = {}
     for backbone in sweep_axes(cfg)["backbone"]:
-        if cfg.model.weights == EMBEDDED:
+        path = weights_path(cfg.model.weights, backbone)
+        if path == EMBEDDED_WEIGHTS:
             path = embedded_backbone_path(backbone, cfg)
             if not os.path.isfile(path):
                 log.info("pretraining %s (width %g) on the embedded source domain -> %s", backbone,
                          cfg.model.width, path)
                 pretrain(PretrainConfig(backbone=backbone, width=cfg.model.width, device=cfg.train.device),
                          build_source(cfg.data), path)
-        else:
-            path = cfg.model.weights.replace("{backbone}", backbone)
         with open(path, "rb") as f:
             blobs[backbone] = f.read()
     return blobs

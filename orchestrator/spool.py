@@ -11,22 +11,23 @@ import glob
 import json
 import logging
 import os
-import tempfile
 import time
 from typing import Iterable, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from bap.atomic import atomic_path
+from orchestrator.config import RayConfig
 from orchestrator.front import finish_sweep
 from orchestrator.tracking import DIGESTS_TAG, client_for, fail_fast
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")  # orchestrator.train's (and a sweep's with a URI storage)
-# `--sync` without spool_dir= replays both: the one above and a sweep's beside its Tune results (the default
-# ray.storage_path + mlflow_spool; orchestrator.sweep._spool_dir).
-DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join("runs", "ray", "mlflow_spool"))
+# `--sync` without spool_dir= replays both: the one above and a sweep's beside its Tune results under the default
+# ray.storage_path (orchestrator.sweep._spool_dir).
+DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join(RayConfig().storage_path, "mlflow_spool"))
 FINISH_SWEEP = "finish_sweep"
 # MLflow's limits on one log_batch call.
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
@@ -120,10 +121,8 @@ class Recorder:
             if os.path.exists(self.spool_path):
                 os.remove(self.spool_path)
             return
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.spool_path))
-        with os.fdopen(fd, "w") as f:
+        with atomic_path(self.spool_path) as tmp, open(tmp, "w") as f:
             f.writelines(json.dumps(item) + "\n" for item in remaining)
-        os.replace(tmp, self.spool_path)
 
     def _apply(self, item: dict) -> None:
         op = item["op"]

@@ -294,7 +294,7 @@ def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[
 
 
 def main() -> None:
-    # Ray Tune's classic progress table (budget, epoch, acc_mean, params_ratio per trial).
+    # Ray Tune's classic progress table (budget, epoch, val/acc_mean, acc_mean, params_ratio per trial).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from orchestrator.cli import run_hydra, sigterm_as_ctrl_c

@@ -75,7 +75,7 @@ def ensure_experiment(client: MlflowClient, name: str) -> str:
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
-    """Nested config -> ``{"budget.budget": "0.5", ...}`` for MLflow params (strings, MLflow's length limit)."""
+    """Nested config -> ``{"budget.beta": "0.5", ...}`` for MLflow params (strings, MLflow's length limit)."""
     flat: dict[str, str] = {}
     for key, value in config.items():
         name = f"{prefix}{key}"

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 
+from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.config import SweepConfig, expand_trials, resolve_paths, trial_config, trial_name
 from orchestrator.pretrained import backbone_weights
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
@@ -62,6 +63,7 @@ def main() -> None:
     from orchestrator.cli import run_hydra, sigterm_as_ctrl_c
 
     sigterm_as_ctrl_c()
+    retain_freed_memory()
     try:
         run_hydra(run_one, singular_args(sys.argv[1:]))
     except KeyboardInterrupt:

@@ -16,22 +16,22 @@ import shutil
 import tempfile
 from typing import Any, Callable, Mapping
 
-import torch
 import yaml
 from ray import tune
 
 import bap
 from bap import metrics as M
-from bap.engine.hooks import CHECKPOINT_NAME
+from bap.engine.cpu_memory import retain_freed_memory
+from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
 from orchestrator.spool import Recorder
 from orchestrator.tracking import ERROR_TAG, ERROR_TAG_LIMIT, client_for, fail_fast, find_or_create_child, flatten, with_retries
 
 log = logging.getLogger(__name__)
 
-# The columns of Tune's progress table (with the trial's budget parameter); acc_mean is the validation mean
-# during training and the pruned model's at the end.
-PROGRESS_METRICS = ("epoch", M.ACC_MEAN, M.PARAMS_RATIO)
+# The columns of Tune's progress table (with the trial's budget parameter): the validation mean per epoch, then
+# the pruned model's accuracy (acc_mean, only in the trial's final result) and size.
+PROGRESS_METRICS = ("epoch", M.VAL_ACC_MEAN, M.ACC_MEAN, M.PARAMS_RATIO)
 
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
@@ -67,7 +67,7 @@ def _finished_metrics(client, run_id: str) -> dict[str, float] | None:
 
 def trial_params(cfg: bap.ExperimentConfig, params: dict[str, Any]) -> dict[str, str]:
     """Every resolved config value (flattened) plus the axis values under their short names."""
-    return {**flatten(dataclasses.asdict(cfg)), "budget": params["budget"], "sharing_loss": params["sharing"],
+    return {**flatten(dataclasses.asdict(cfg)), "budget": params["budget"], "sharing": params["sharing"],
             "domain_set": domain_set_name(params["domains"])}
 
 
@@ -101,9 +101,9 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     recorder.log_params(trial_params(cfg, params))
     recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
                        "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})
-    if resume:
+    state = read_checkpoint(checkpoint_dir) if resume else None
+    if state is not None:
         logged = _logged_epochs(recorder)
-        state = torch.load(os.path.join(checkpoint_dir, CHECKPOINT_NAME), map_location="cpu", weights_only=True)
         for entry in state["history"]:  # epochs finished before the crash that MLflow never received
             if int(entry["epoch"]) not in logged:
                 recorder.log_metrics(_numeric(entry), step=int(entry["epoch"]))
@@ -159,7 +159,9 @@ def run_trial(
     """Tune's trainable. ``params`` holds the trial's axis values (backbone, domains, sharing, budget, seed);
     ``weights`` maps backbone -> pretrained state-dict bytes, shipped through Ray's object store so workers on
     other machines need no copy of the driver's files."""
+    # The trial's worker process is this entry point's own: its process-wide settings are set here.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    retain_freed_memory()
     work = tempfile.mkdtemp(prefix="bap-trial-")
     try:
         cfg = with_weights(trial_config(sweep, params), params, weights, work)
@@ -183,12 +185,13 @@ def run_trial(
         resume = os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
 
         def report(metrics: dict[str, float]) -> None:
-            tune.report({**metrics, "budget": params["budget"], M.ACC_MEAN: metrics[M.VAL_ACC_MEAN]},
+            tune.report({**metrics, "budget": params["budget"]},
                         checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report)
-        # The final, pruned-model metrics are the trial's result; Tune keeps the last report.
-        tune.report({**_numeric(result.metrics), "budget": params["budget"], "epoch": cfg.train.epochs,
-                     "mlflow_run_id": run_id, "final": 1.0})
+        # The final, pruned-model metrics are the trial's result; Tune keeps the last report. It repeats the last
+        # epoch's validation mean: Tune requires a scheduler's metric (ASHA's val/acc_mean) in every result.
+        tune.report({**_numeric(result.metrics), M.VAL_ACC_MEAN: result.history[-1][M.VAL_ACC_MEAN],
+                     "budget": params["budget"], "epoch": cfg.train.epochs, "mlflow_run_id": run_id, "final": 1.0})
     finally:
         shutil.rmtree(work, ignore_errors=True)

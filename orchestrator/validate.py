@@ -11,8 +11,9 @@ import math
 import os
 from typing import Dict, List, Optional, Sequence
 
-from bap.config import BACKBONES, SHARING_OPTIONS
-from orchestrator.config import SCHEDULERS, SweepConfig, expand_trials, trial_config
+from bap.config import SHARING_OPTIONS
+from bap.models import list_models
+from orchestrator.config import EMBEDDED_WEIGHTS, SCHEDULERS, SweepConfig, expand_trials, trial_config, weights_path
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
@@ -42,16 +43,16 @@ def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
     for beta in cfg.budgets or []:
         if not (isinstance(beta, (int, float)) and 0.0 < beta <= 1.0):
             errors.append(f"budgets has {beta}, outside (0, 1]; budgets are fractions of the backbone, 1.0 = unpruned")
-    unknown = sorted({b for b in cfg.backbones or [] if b not in BACKBONES})
+    unknown = sorted({b for b in cfg.backbones or [] if b not in list_models()})
     if unknown:
-        errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(BACKBONES)}")
+        errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(list_models())}")
     unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_OPTIONS})
     if unknown:
         errors.append(
             f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
         )
     backbones = cfg.backbones or [cfg.model.backbone]
-    if cfg.model.weights == "embedded":
+    if cfg.model.weights == EMBEDDED_WEIGHTS:
         if cfg.data.name != "embedded":
             errors.append(
                 f"model.weights=embedded pretrains on the embedded data's source domain, but data={cfg.data.name}; "
@@ -113,8 +114,8 @@ def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> Non
         except (ValueError, OSError) as err:
             errors.append(str(err))
     backbones = cfg.backbones or [cfg.model.backbone]
-    files = cfg.model.weights not in (None, "embedded")
-    for path in sorted({cfg.model.weights.replace("{backbone}", b) for b in backbones} if files else ()):
+    files = cfg.model.weights not in (None, EMBEDDED_WEIGHTS)
+    for path in sorted({weights_path(cfg.model.weights, b) for b in backbones} if files else ()):
         if not os.path.isfile(path):
             errors.append(
                 f"model.weights file {path} does not exist; train one with the pretrain entry point, "

@@ -13,7 +13,9 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 
-from bap.data import eval_batches
+from bap import metrics as M
+from bap.atomic import atomic_path
+from bap.engine.evaluation import evaluate
 
 if TYPE_CHECKING:
     from bap.engine.trainer import Trainer
@@ -32,25 +34,6 @@ class Hook:
     def after_train(self, trainer: "Trainer") -> None: ...
 
 
-@torch.no_grad()
-def evaluate(model, domains, batch_size: int, device: torch.device, num_workers: int = 0) -> dict[str, float]:
-    """Top-1 accuracy (percent) of ``model`` on every domain's validation split."""
-    was_training = model.training
-    model.eval()
-    result = {}
-    try:
-        for name, data in domains.items():
-            correct, total = 0, 0
-            for x, y in eval_batches(data.val, batch_size, num_workers):
-                logits = model(x.to(device, non_blocking=True), name)
-                correct += int((logits.argmax(dim=1).cpu() == y).sum())
-                total += len(y)
-            result[name] = 100.0 * correct / max(total, 1)
-    finally:
-        model.train(was_training)
-    return result
-
-
 class EvalHook(Hook):
     """Per-domain validation accuracy into ``trainer.epoch_metrics`` after every epoch."""
 
@@ -58,8 +41,8 @@ class EvalHook(Hook):
         acc = evaluate(trainer.model, trainer.domains, trainer.cfg.train.eval_batch_size, trainer.device,
                        trainer.cfg.data.num_workers)
         for name, value in acc.items():
-            trainer.epoch_metrics[f"val/acc/{name}"] = value
-        trainer.epoch_metrics["val/acc_mean"] = sum(acc.values()) / len(acc)
+            trainer.epoch_metrics[M.val_acc_key(name)] = value
+        trainer.epoch_metrics[M.VAL_ACC_MEAN] = M.mean_accuracy(acc)
 
 
 class CountHook(Hook):
@@ -76,25 +59,38 @@ class CountHook(Hook):
         if not hasattr(self, "reference"):
             self.reference = reference_counts(trainer.model, sizes)
         counts = count(materialize(trainer.model), sizes)
-        trainer.epoch_metrics["params_ratio"] = counts.params / self.reference.params
-        trainer.epoch_metrics["macs_ratio"] = counts.macs_mean / self.reference.macs_mean
+        trainer.epoch_metrics[M.PARAMS_RATIO] = counts.params / self.reference.params
+        trainer.epoch_metrics[M.MACS_RATIO] = counts.macs_mean / self.reference.macs_mean
+
+
+def read_checkpoint(directory: str, device: torch.device | str = "cpu") -> dict[str, Any] | None:
+    """The trainer state ``CheckpointHook`` last wrote in ``directory`` (tensors only), or None."""
+    path = os.path.join(directory, CHECKPOINT_NAME)
+    if not os.path.isfile(path):
+        return None
+    return torch.load(path, map_location=device, weights_only=True)
 
 
 class CheckpointHook(Hook):
-    """Writes the full trainer state every epoch; atomically, so a crash mid-write keeps the last good one."""
+    """Writes the full trainer state every epoch, atomically, so a crash mid-write keeps the last good one; with
+    ``resume``, first continues exactly from the state already there (if any)."""
 
-    def __init__(self, directory: str) -> None:
-        self.directory = directory
+    def __init__(self, directory: str, resume: bool = False) -> None:
+        self.directory, self.resume = directory, resume
 
     @property
     def path(self) -> str:
         return os.path.join(self.directory, CHECKPOINT_NAME)
 
+    def before_train(self, trainer: "Trainer") -> None:
+        state = read_checkpoint(self.directory, trainer.device) if self.resume else None
+        if state is not None:
+            trainer.load_state_dict(state)
+            log.info("resumed from %s at epoch %d", self.path, trainer.epoch)
+
     def after_epoch(self, trainer: "Trainer") -> None:
-        os.makedirs(self.directory, exist_ok=True)
-        tmp = self.path + ".tmp"
-        torch.save(trainer.state_dict(), tmp)
-        os.replace(tmp, self.path)
+        with atomic_path(self.path) as tmp:
+            torch.save(trainer.state_dict(), tmp)
         trainer.last_checkpoint = self.path
 
 

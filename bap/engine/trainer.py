@@ -16,8 +16,8 @@ from torch import Tensor
 
 from bap.config import ExperimentConfig
 from bap.data import DomainData, train_batches
-from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import Hook
+from bap.engine.optim import domain_optimizer, switch_optimizer
 from bap import metrics as M
 from bap.baselines import baseline_masks
 from bap.losses import budget_target, select_to_budget, sharing_loss, switch_costs, usage_summary
@@ -51,8 +51,6 @@ class Trainer:
             raise ValueError(f"model domains {model.domains} and data domains {list(domains)} differ: {sorted(missing)}")
         self.cfg = cfg
         self.device = resolve_device(cfg.train.device)
-        if self.device.type == "cpu":
-            retain_freed_memory()  # process-wide: glibc stops page-faulting the step's buffers in again
         self.model = model.to(self.device)
         self.domains = dict(domains)
         self.hooks = [h for h in hooks if h is not None]
@@ -63,13 +61,9 @@ class Trainer:
         if cfg.sharing.baseline:
             # Switches fixed at the budget from the start and never trained; only BN and heads learn.
             generator = torch.Generator().manual_seed(cfg.train.seed)
-            self.model.set_masks(baseline_masks(self.model, cfg.sharing.loss, cfg.budget.budget, self.costs, generator))
-        # fused: one kernel updates the many small latent vectors and BN parameters (a Python loop otherwise)
-        self.switch_optimizer = torch.optim.Adam(self.model.switch_parameters(), lr=cfg.train.switch_lr, fused=True)
-        self.domain_optimizer = torch.optim.SGD(
-            self.model.domain_parameters(), lr=cfg.train.lr, momentum=cfg.train.momentum,
-            weight_decay=cfg.train.weight_decay, fused=True,
-        )
+            self.model.set_masks(baseline_masks(self.model, cfg.sharing.loss, cfg.budget.beta, self.costs, generator))
+        self.switch_optimizer = switch_optimizer(self.model, cfg.train)
+        self.domain_optimizer = domain_optimizer(self.model, cfg.train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         # The learnable sharing weight's dual variable (ours): weight = max_weight * sigmoid(sharing_rho).
         self.sharing_rho = 0.0
@@ -88,8 +82,8 @@ class Trainer:
         """The usage every domain may have after ``step`` optimizer steps (annealed from 1 to beta)."""
         b = self.cfg.budget
         if self.cfg.sharing.baseline:
-            return b.budget
-        return budget_target(step, self.total_steps, b.budget, b.anneal_start, b.anneal_end)
+            return b.beta
+        return budget_target(step, self.total_steps, b.beta, b.anneal_start, b.anneal_end)
 
     def sharing_weight(self) -> float:
         s = self.cfg.sharing

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import Callable, Mapping, Sequence
 
 from bap.models.multidomain import MultiDomainNet
@@ -11,6 +12,11 @@ _REGISTRY: dict[str, Callable[[dict], MultiDomainNet]] = {}
 
 
 def register_model(fn: Callable[[dict], MultiDomainNet]) -> Callable[[dict], MultiDomainNet]:
+    """Make ``fn`` (arch dict -> model) a backbone under its function name: configs, validation and
+    ``bap.load`` accept every registered name."""
+    if fn.__name__ in _REGISTRY:
+        warnings.warn(f"register_model: backbone {fn.__name__!r} was registered already; the new one replaces it",
+                      stacklevel=2)
     _REGISTRY[fn.__name__] = fn
     return fn
 

@@ -1,7 +1,5 @@
-"""Public surface of bap.data: dispatch on data.name and the module boundary (bap/data/__init__.py, build.py)."""
-
-import subprocess
-import sys
+"""Public surface of bap.data: dispatch on data.name (bap/data/__init__.py, build.py); its import boundary is
+tests/test_boundaries.py."""
 
 import pytest
 
@@ -29,9 +27,3 @@ def test_bad_name_after_config_mutation():
     cfg.name = "mnist"  # bypasses __post_init__, as a hand-edited object might
     with pytest.raises(ValueError, match="data.name='mnist'.*embedded"):
         bap.data.list_domains(cfg)
-
-
-def test_no_orchestration_imports():
-    code = "import sys, bap.data; print(sorted({'ray', 'mlflow', 'hydra', 'omegaconf'} & set(sys.modules)))"
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"

@@ -161,7 +161,7 @@ def test_testbed_has_enough_val_images_and_disjoint_sources(full):
 
 
 def test_scenes_crop_train_and_val_from_disjoint_columns(monkeypatch):
-    from bap.data import embedded_draw
+    from bap.data.embedded import draw as embedded_draw
 
     seen = []
     real = embedded_draw.random_crops
@@ -175,7 +175,7 @@ def test_scenes_crop_train_and_val_from_disjoint_columns(monkeypatch):
 
 def test_affine_warp_rotates_counter_clockwise_as_displayed():
     """The faces labels ("rotated_ccw" = quarter 1) rely on this convention."""
-    from bap.data.geometric import affine_warp
+    from bap.data.embedded.geometric import affine_warp
 
     src = torch.zeros(1, 1, 9, 9)
     src[0, 0, 0:3, 3:6] = 1  # a blob at the top centre...

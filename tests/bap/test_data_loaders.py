@@ -7,7 +7,7 @@ import torch
 from torch.utils.data import Dataset
 
 from bap.data import eval_batches, train_batches
-from bap.data.tensor_dataset import TensorImageDataset
+from bap.data.embedded.tensor_dataset import TensorImageDataset
 
 
 class IndexDataset(Dataset):

@@ -20,7 +20,7 @@ def config(budget=1.0, sharing="none", epochs=2, **train_kw):
     budget_kw = {k: train_kw.pop(k) for k in ("anneal_start", "anneal_end") if k in train_kw}
     return ExperimentConfig(
         model=ModelConfig(backbone="resnet26", width=0.125),
-        budget=BudgetConfig(budget=budget, **budget_kw),
+        budget=BudgetConfig(beta=budget, **budget_kw),
         sharing=SharingConfig(loss=sharing, weight=train_kw.pop("weight", 1.0), **sharing_kw),
         train=TrainConfig(epochs=epochs, steps_per_epoch=train_kw.pop("steps", 3), batch_size=8,
                           eval_batch_size=16, device="cpu", switch_lr=train_kw.pop("switch_lr", 0.01), **train_kw),
@@ -56,7 +56,7 @@ def test_checkpoint_holds_everything_and_loads_weights_only(tmp_path, tiny_domai
     train(config(epochs=1), domains=tiny_domains, checkpoint_dir=str(tmp_path))
     state = torch.load(tmp_path / CHECKPOINT_NAME, weights_only=True)
     assert {"model", "switch_optimizer", "domain_optimizer", "sharing_rho", "rng_cpu", "epoch", "config"} <= set(state)
-    assert state["epoch"] == 1 and state["config"]["budget"]["budget"] == 1.0
+    assert state["epoch"] == 1 and state["config"]["budget"]["beta"] == 1.0
 
 
 def test_every_epoch_reaches_the_callback(tiny_domains):
@@ -203,8 +203,8 @@ def test_pruned_result_equals_masked_model(tiny_domains):
 
 
 def test_bad_config_values_name_the_field():
-    with pytest.raises(ValueError, match=r"budget.budget=1.5 is outside \(0, 1\]"):
-        BudgetConfig(budget=1.5)
+    with pytest.raises(ValueError, match=r"budget.beta=1.5 is outside \(0, 1\]"):
+        BudgetConfig(beta=1.5)
     with pytest.raises(ValueError, match="sharing.loss='dice'"):
         SharingConfig(loss="dice")
     with pytest.raises(ValueError, match="sharing.weight='heavy'"):
@@ -223,3 +223,17 @@ def test_cuda_without_a_gpu_fails_before_any_work():
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cuda"))
     with pytest.raises(ValueError, match="train.device='cuda' but no CUDA device"):
         train(cfg, domains={"never": "built"})
+
+
+def test_every_key_training_writes_is_named_by_bap_metrics(tiny_domains):
+    """One home per metric name: the trainer, its hooks and the final metrics write only keys that bap.metrics
+    defines (a constant, or one of its per-domain key functions), so MLflow, Tune and the plots agree."""
+    result = train(config(budget=0.5, sharing="union", epochs=1, steps=2), domains=tiny_domains)
+    constants = {v for k, v in vars(M).items() if k.isupper() and isinstance(v, str)}
+    per_domain = [M.acc_key, M.val_acc_key, M.budget_usage_key, M.macs_key, M.projected_off_key,
+                  M.projected_share_key]
+    named = constants | {key(d) for key in per_domain for d in tiny_domains} | {"epoch", "step"}
+    named |= {M.loss_key(f"ce/{d}") for d in tiny_domains}
+    written = set(result.metrics) | {k for entry in result.history for k in entry}
+    assert written - named == set(), "keys written by hand instead of through bap.metrics"
+    assert {M.VAL_ACC_MEAN, M.PARAMS_RATIO, M.MACS_RATIO, M.LOSS_SHARING} <= written

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from tests.cluster.harness import Stack
+from localstack import Stack
 
 # MLflow's PostgreSQL backend, as the compose stack runs it; .ci/run starts Debian's postgresql and sets it.
 POSTGRES_ENV = "BAP_TEST_POSTGRES_URI"

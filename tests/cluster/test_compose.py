@@ -1,5 +1,5 @@
 """docker-compose.yml, the Dockerfile and .env.example, read as data (no Docker engine needed), and the
-harness's local commands checked against them: what the cluster tests run is what compose would run."""
+local commands (localstack/) checked against them: what the cluster tests run is what compose would run."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import mlflow
 import pytest
 import ray
 
-from tests.cluster.harness import (COMPOSE_FILE, DOCKERFILE, REPO, MlflowServer, Stack, healthcheck_argv,
-                                   interpolate, load_compose, service_argv)
+from localstack import COMPOSE_FILE, DOCKERFILE, REPO, MlflowServer, Stack, healthcheck_argv, load_compose
+from localstack.compose import interpolate, service_argv
 
 TOKEN = "f" * 64
 ENV = {"RAY_AUTH_TOKEN": TOKEN, "POSTGRES_PASSWORD": "pw"}
@@ -36,7 +36,7 @@ def flag(argv: list[str], name: str) -> str:
     raise KeyError(f"{name} not in {argv}")
 
 
-# ---- compose's variable syntax, as the harness implements it ------------------------------------------------------
+# ---- compose's variable syntax, as localstack implements it -------------------------------------------------------
 @pytest.mark.parametrize("text, env, expected", [
     ("${A:-x}", {}, "x"), ("${A:-x}", {"A": ""}, "x"), ("${A-x}", {"A": ""}, ""), ("${A:-x}", {"A": "y"}, "y"),
     ("$A/${B}", {"A": "1", "B": "2"}, "1/2"), ("$$HOME", {}, "$HOME"), ("${A}", {}, ""),
@@ -170,8 +170,8 @@ def test_env_example_documents_every_variable_and_holds_no_secret():
     assert ".env" in (REPO / ".dockerignore").read_text().split()
 
 
-# ---- the harness runs the compose commands, changed only where a host differs from a container -----------------
-def test_harness_commands_are_the_compose_commands(tmp_path):
+# ---- localstack runs the compose commands, changed only where a host differs from a container ----------------
+def test_localstack_commands_are_the_compose_commands(tmp_path):
     stack = Stack(tmp_path)
     stack.mlflow = MlflowServer(stack, "mlflow", "sqlite:///x.db")  # not started: only commands are compared
     try:

@@ -1,4 +1,4 @@
-"""The compose stack, run as local processes (tests/cluster/harness.py), end to end and under faults.
+"""The compose stack, run as local processes (localstack/), end to end and under faults.
 
 One stack per module: a Ray head without CPUs, two one-CPU Ray workers and an MLflow server with proxied
 artifacts, all with token authentication, as docker-compose.yml starts them. Sweeps are submitted two ways:
@@ -30,7 +30,7 @@ import bap
 from orchestrator.spool import Recorder, sync_spools
 from orchestrator.tracking import SWEEP_TAG, TRIAL_ID_TAG
 from tests.cluster.conftest import POSTGRES_ENV
-from tests.cluster.harness import LOCALHOST, base_env, free_port, wait_until
+from localstack import LOCALHOST, base_env, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 

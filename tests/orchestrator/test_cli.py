@@ -38,7 +38,7 @@ def test_rewrite_axis_args(arg, expected):
 
 
 def test_other_args_are_untouched():
-    argv = ["train.epochs=3", "budget.budget=0.5", "data.domains=[dtd,svhn]", "hydra.sweeper.params=a,b", "--cfg",
+    argv = ["train.epochs=3", "budget.beta=0.5", "data.domains=[dtd,svhn]", "hydra.sweeper.params=a,b", "--cfg",
             "job", "-m", "preset=smoke", "ray.address=ray://head:10001", "model.budgets=1,2"]
     assert rewrite_sweep_args(argv) == argv
 
@@ -89,7 +89,7 @@ def test_exact_command_line_through_hydra_main(tmp_path):
 
 
 @pytest.mark.parametrize("arg, message", [
-    ("budget.budget=2", "error: budget.budget=2.0 is outside (0, 1]"),  # a fixed key, checked as the config is made
+    ("budget.beta=2", "error: budget.beta=2.0 is outside (0, 1]"),  # a fixed key, checked as the config is made
     ("budgets=0.5,1.5", "budgets has 1.5, outside (0, 1]"),  # an axis, checked by validate
 ])
 def test_an_invalid_config_exits_2_with_its_message_and_no_traceback(tmp_path, arg, message):
@@ -98,3 +98,9 @@ def test_an_invalid_config_exits_2_with_its_message_and_no_traceback(tmp_path, a
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_the_old_budget_key_still_works_with_a_warning():
+    with pytest.warns(FutureWarning, match="budget.budget is deprecated; write budget.beta=0.5"):
+        assert rewrite_sweep_args(["budget.budget=0.5", "budgets=0.5"]) == ["budget.beta=0.5", "budgets=[0.5]"]
+    assert compose_sweep_config(rewrite_sweep_args(["budget.beta=0.5"])).budget.beta == 0.5

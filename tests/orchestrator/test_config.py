@@ -2,6 +2,7 @@ import dataclasses
 import os
 
 import pytest
+from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from bap.config import ExperimentConfig
 from orchestrator.config import (
@@ -72,12 +73,15 @@ def test_tracking_uri_defaults(monkeypatch):
 
 
 @pytest.mark.parametrize(
-    "override, match",
-    [("trian.epochs=3", "trian"), ("backbone=resnet99", "resnet99"), ("train.epochs=many", "epochs"),
-     ("model.backbone=vgg", "model.backbone='vgg'"), ("budgets=0.5", "budgets")],
+    "override, error, match",
+    [("trian.epochs=3", ConfigCompositionException, "trian"),  # a misspelt key
+     ("backbone=resnet99", MissingConfigException, "resnet99"),  # an unknown group option
+     ("train.epochs=many", ConfigCompositionException, "epochs"),  # a wrong type
+     ("model.backbone=vgg", ValueError, "model.backbone='vgg'"),  # a value the dataclass refuses
+     ("budgets=0.5", ConfigCompositionException, "budgets")],  # a scalar for a list (without the CLI's rewrite)
 )
-def test_bad_values_fail_at_composition(override, match):
-    with pytest.raises(Exception, match=match):
+def test_bad_values_fail_at_composition(override, error, match):
+    with pytest.raises(error, match=match):
         compose_sweep_config([override])
 
 
@@ -101,9 +105,9 @@ def test_trial_config_applies_the_axis_values():
     cfg.model.weights = "w/{backbone}.pt"
     exp = trial_config(cfg, {"backbone": "resnet50", "domains": ["dtd"], "sharing": "int", "budget": 0.25, "seed": 3})
     assert (exp.model.backbone, exp.model.weights, exp.data.domains) == ("resnet50", "w/resnet50.pt", ["dtd"])
-    assert (exp.sharing.loss, exp.sharing.learnable, exp.budget.budget, exp.train.seed) == ("int", True, 0.25, 3)
+    assert (exp.sharing.loss, exp.sharing.learnable, exp.budget.beta, exp.train.seed) == ("int", True, 0.25, 3)
     assert cfg.model.backbone == "resnet26"  # the sweep config is not modified
-    with pytest.raises(ValueError, match="budget.budget=1.5"):
+    with pytest.raises(ValueError, match="budget.beta=1.5"):
         trial_config(cfg, {"backbone": "resnet26", "domains": None, "sharing": "int", "budget": 1.5, "seed": 0})
 
 

@@ -11,7 +11,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import RayConfig, SweepConfig
-from orchestrator.spool import DEFAULT_SPOOL, DEFAULT_SPOOLS, Recorder
+from orchestrator.report import report
+from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.sweep import _spool_dir
 from orchestrator.tracking import fail_fast
 
@@ -82,6 +83,20 @@ def test_sweep_spool_is_beside_shared_storage_or_node_local(storage, expected):
     assert _spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=storage))) == expected
 
 
-def test_report_sync_looks_where_train_and_sweep_spool_by_default():
-    assert os.path.join(RayConfig(address=None).storage_path, "mlflow_spool") in DEFAULT_SPOOLS
-    assert DEFAULT_SPOOL in DEFAULT_SPOOLS
+def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    client = MlflowClient(uri)
+    experiment_id = client.create_experiment("exp")
+    down = MlflowClient(closed_port_uri())
+    # orchestrator.train's spool, and a default sweep's beside its Tune results
+    sweep_spool = _spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=os.path.abspath("runs/ray"))))
+    runs = {}
+    for spool in (os.path.abspath(DEFAULT_SPOOL), sweep_spool):
+        run_id = client.create_run(experiment_id).info.run_id
+        Recorder(down, run_id, spool).log_metrics({"acc_mean": 50.0, "params_total": 10.0}, step=1)
+        runs[run_id] = spool
+    with pytest.raises(SystemExit, match="no finished trial"):  # plain runs, no sweep's: nothing to plot after
+        report(experiment="exp", tracking_uri=uri, sync=True)  # no spool_dir: the defaults, from the cwd
+    for run_id in runs:
+        assert client.get_run(run_id).data.metrics["acc_mean"] == 50.0

@@ -40,9 +40,10 @@ def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(sto
     parent = client.create_run(experiment_id).info.run_id
     run_id = find_or_create_child(client, experiment_id, parent, "t0", "trial")
     recorder = Recorder(client, run_id, str(tmp_path / "spool"))
-    # resume=True with no checkpoint in the folder: training raises before its first step.
+    # A data root that is not there: training raises before its first step.
+    cfg = bap.ExperimentConfig(data=bap.DataConfig(name="decathlon", root=str(tmp_path / "no-data")))
     with pytest.raises(FileNotFoundError):
-        record_trial(bap.ExperimentConfig(), PARAMS, recorder, checkpoint_dir=str(tmp_path / "empty"), resume=True)
+        record_trial(cfg, PARAMS, recorder, checkpoint_dir=str(tmp_path / "checkpoint"))
     run = client.get_run(run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags[ERROR_TAG].startswith("FileNotFoundError:")

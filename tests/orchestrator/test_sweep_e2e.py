@@ -78,7 +78,7 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
                     "acc/digits", "budget_met"):
             assert key in m, key
         assert m["budget_met"] == 1.0 and m["budget_usage/digits"] <= float(p["budget"])
-        assert p["model.width"] == "0.125" and p["sharing_loss"] == "union" and p["train.epochs"] == "2"
+        assert p["model.width"] == "0.125" and p["sharing"] == "union" and p["train.epochs"] == "2"
         assert [x.step for x in client.get_metric_history(r.info.run_id, "val/acc_mean")] == [1, 2]
         # params_ratio per epoch (1, 2) and the pruned model's on a step of its own after the last epoch
         assert [x.step for x in client.get_metric_history(r.info.run_id, "params_ratio")] == [1, 2, 3]
@@ -324,3 +324,16 @@ def test_a_uri_storage_path_creates_no_local_folder_and_resumes_by_its_uri(tmp_p
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     assert f"resuming sweep {sweep_dir}" in again.stdout
     assert client.get_run(trial.info.run_id).info.end_time == trial.info.end_time  # nothing ran twice
+
+
+def test_an_asha_sweep_runs_to_its_front(tmp_path):
+    # ASHA reads val/acc_mean from every result Tune gets, the trial's final (pruned-model) one included.
+    proc = run("orchestrator.sweep", ["budgets=0.25,0.5", "experiment=asha", "scheduler=asha", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "0 failed" in proc.stdout
+    client, experiment_id = client_and_experiment(tmp_path, "asha")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert parent.info.status == "FINISHED"
+    # A trial ASHA stopped early did not finish: KILLED, not RUNNING forever and not FINISHED.
+    statuses = [r.info.status for r in children(client, experiment_id)]
+    assert len(statuses) == 2 and "FINISHED" in statuses and set(statuses) <= {"FINISHED", "KILLED"}

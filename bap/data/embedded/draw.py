@@ -12,10 +12,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bap.data.geometric import affine_warp, centred_grid, random_crops, rot90_flip
-from bap.data.photometric import colorize, contrasting_colors, jitter, smooth_noise
-from bap.data.procedural import draw_shapes
-from bap.data.sources import digits, gray_texture, letter_glyphs, lfw_faces, picture
+from bap.data.embedded.geometric import affine_warp, centred_grid, random_crops, rot90_flip
+from bap.data.embedded.photometric import colorize, contrasting_colors, jitter, smooth_noise
+from bap.data.embedded.procedural import draw_shapes
+from bap.data.embedded.sources import digits, gray_texture, letter_glyphs, lfw_faces, picture
 
 TEXTURES = ("brick", "grass", "gravel", "moon", "page", "text", "hubble_deep_field", "binary_blobs")
 SCENES = ("astronaut", "coffee", "chelsea", "rocket", "retina", "immunohistochemistry", "stereo_motorcycle", "camera")

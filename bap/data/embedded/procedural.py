@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from bap.data.geometric import centred_grid
-from bap.data.photometric import contrasting_colors, jitter, smooth_noise
+from bap.data.embedded.geometric import centred_grid
+from bap.data.embedded.photometric import contrasting_colors, jitter, smooth_noise
 
 _SQRT3 = math.sqrt(3.0)
 

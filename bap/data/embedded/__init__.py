@@ -21,7 +21,7 @@ Classes are balanced; digits and faces split their source images so val never sh
 procedural domains (letters, gratings) draw every image afresh. With six targets, independent random masks at
 budget 0.5 need 1 - 0.5^6 = 98% of the channels, so what sharing saves is measurable.
 Colours are drawn per image, independently of the class, so mean colour gives little away (scenes excepted:
-a photograph's palette is part of what identifies it). Drawing code lives in `embedded_draw.py`.
+a photograph's palette is part of what identifies it). Drawing code lives in `draw.py`.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ from torch import Tensor
 from bap.config import DataConfig
 from bap.data.checks import check_known_domains
 from bap.data.domain import DomainData
-from bap.data.embedded_draw import (
+from bap.data.embedded.draw import (
     FACES,
     GRATINGS,
     LETTERS,
@@ -54,9 +54,9 @@ from bap.data.embedded_draw import (
     draw_source_shapes,
     draw_textures,
 )
-from bap.data.photometric import to_uint8
-from bap.data.procedural import SHAPES
-from bap.data.tensor_dataset import TensorImageDataset, channel_stats
+from bap.data.embedded.photometric import to_uint8
+from bap.data.embedded.procedural import SHAPES
+from bap.data.embedded.tensor_dataset import TensorImageDataset, channel_stats
 
 logger = logging.getLogger(__name__)
 
