@@ -87,14 +87,7 @@ def count_macs(model: MultiDomainNet, input_size: tuple[int, int], domain: str) 
 
 def count(model: MultiDomainNet, input_size: InputSize) -> Counts:
     """Counts of ``model`` serving all its domains; ``input_size`` is one (H, W) or a mapping domain -> (H, W)."""
-    macs = {d: count_macs(model, input_size_of(input_size, d), d) for d in model.domains}
-    return Counts(
-        params=count_params(model),
-        conv_params=count_conv_params(model),
-        switches=count_switches(model),
-        macs=macs,
-        macs_mean=sum(macs.values()) / len(macs),
-    )
+    return _counts(model, {d: count_macs(model, input_size_of(input_size, d), d) for d in model.domains})
 
 
 def reference_counts(model: MultiDomainNet, input_size: InputSize) -> Counts:
@@ -106,11 +99,10 @@ def reference_counts(model: MultiDomainNet, input_size: InputSize) -> Counts:
     arch = model.arch
     classes = max(1, round(sum(arch["num_classes"].values()) / len(arch["num_classes"])))
     reference = build_model(arch["backbone"], {"reference": classes}, width=arch["width"], unswitched=arch["unswitched"])
-    macs = {d: count_macs(reference, input_size_of(input_size, d), "reference") for d in model.domains}
-    return Counts(
-        params=count_params(reference),
-        conv_params=count_conv_params(reference),
-        switches=count_switches(reference),
-        macs=macs,
-        macs_mean=sum(macs.values()) / len(macs),
-    )
+    return _counts(reference, {d: count_macs(reference, input_size_of(input_size, d), "reference")
+                               for d in model.domains})
+
+
+def _counts(model: MultiDomainNet, macs: dict[str, int]) -> Counts:
+    return Counts(params=count_params(model), conv_params=count_conv_params(model), switches=count_switches(model),
+                  macs=macs, macs_mean=sum(macs.values()) / len(macs))

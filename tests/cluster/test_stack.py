@@ -191,11 +191,13 @@ def test_job_api_runs_the_driver_on_the_head(stack, experiment, tmp_path):
 
 
 # ---- faults -----------------------------------------------------------------------------------------------------------
-def test_killed_driver_resumes_only_missing_trials_under_same_parent(stack, experiment, tmp_path):
+def sweep_with_one_trial_done(stack, experiment: str, tmp_path, name: str):
+    """A two-trial sweep, one trial at a time, once its first trial has finished and the second one trains: where
+    the driver faults land. Returns its arguments, an MLflow client and the driver."""
     args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",
             *SLOW_EPOCHS]
     client = MlflowClient(stack.mlflow.url)
-    driver = stack.driver("driver", args, tmp_path)
+    driver = stack.driver(name, args, tmp_path)
 
     def one_finished_and_next_training():
         runs = children(client, experiment)
@@ -204,6 +206,11 @@ def test_killed_driver_resumes_only_missing_trials_under_same_parent(stack, expe
 
     wait_until(one_finished_and_next_training, 240, "one finished trial and a second one training",
                processes=(driver,))
+    return args, client, driver
+
+
+def test_killed_driver_resumes_only_missing_trials_under_same_parent(stack, experiment, tmp_path):
+    args, client, driver = sweep_with_one_trial_done(stack, experiment, tmp_path, "driver")
     driver.kill()
     (first,) = [r for r in children(client, experiment) if r.info.status == "FINISHED"]
 
@@ -274,21 +281,8 @@ def test_report_sync_replays_writes_spooled_while_mlflow_was_down(stack, experim
     assert [a.path for a in client.list_artifacts(run_id)] == ["config.yaml"]
 
 
-def one_finished_and_next_training(client: MlflowClient, experiment: str):
-    def check():
-        runs = children(client, experiment)
-        done = [r for r in runs if r.info.status == "FINISHED"]
-        return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
-    return check
-
-
 def test_ctrl_c_marks_the_sweep_killed_and_resume_finishes_it(stack, experiment, tmp_path):
-    args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",
-            *SLOW_EPOCHS]
-    client = MlflowClient(stack.mlflow.url)
-    driver = stack.driver("driver-ctrl-c", args, tmp_path)
-    wait_until(one_finished_and_next_training(client, experiment), 240, "one finished trial and a second training",
-               processes=(driver,))
+    args, client, driver = sweep_with_one_trial_done(stack, experiment, tmp_path, "driver-ctrl-c")
     os.killpg(driver.pgid, signal.SIGINT)  # what Ctrl-C in the driver's terminal sends
     assert driver.wait(timeout=120) == 130, driver.tail()
     assert "resume=true" in driver.log()
@@ -352,12 +346,7 @@ def test_mlflow_down_at_the_end_is_closed_by_report_sync(stack, experiment, tmp_
 
 
 def test_ray_head_killed_then_resume_finishes_every_trial_once(stack, experiment, tmp_path):
-    args = ["budgets=0.25,0.5", f"experiment={experiment}", "ray.max_concurrent_trials=1", "train.epochs=3",
-            *SLOW_EPOCHS]
-    client = MlflowClient(stack.mlflow.url)
-    driver = stack.driver("driver-head-lost", args, tmp_path)
-    wait_until(one_finished_and_next_training(client, experiment), 240, "one finished trial and a second training",
-               processes=(driver,))
+    args, client, driver = sweep_with_one_trial_done(stack, experiment, tmp_path, "driver-head-lost")
     (first,) = [r for r in children(client, experiment) if r.info.status == "FINISHED"]
     stack.head.kill()
     assert driver.wait(timeout=300) != 0, driver.tail()  # Ray gives up on the lost GCS; nothing left to close runs

@@ -183,15 +183,22 @@ def store_ready(tmp_path):
     return (tmp_path / "runs").exists()
 
 
+def runs_so_far(tmp_path, experiment):
+    """Every run of ``experiment`` a driver has recorded so far ([] before it has made the store)."""
+    if not store_ready(tmp_path):
+        return []
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    found = client.get_experiment_by_name(experiment)
+    return [] if found is None else client.search_runs([found.experiment_id])
+
+
+def epoch_logged(tmp_path, experiment):
+    return lambda: any("val/acc_mean" in r.data.metrics for r in runs_so_far(tmp_path, experiment))
+
+
 def one_finished_and_next_training(tmp_path, experiment):
     def check():
-        if not store_ready(tmp_path):
-            return False
-        client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-        found = client.get_experiment_by_name(experiment)
-        if found is None:
-            return False
-        runs = children(client, found.experiment_id)
+        runs = [r for r in runs_so_far(tmp_path, experiment) if TRIAL_ID_TAG in r.data.tags]
         done = [r for r in runs if r.info.status == "FINISHED"]
         return len(done) == 1 and any("val/acc_mean" in r.data.metrics for r in runs if r not in done)
     return check
@@ -261,14 +268,7 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_sweep_exits_non_zero(tmp_pa
     args = ["budgets=0.25,0.5", "experiment=crash", "ray.max_concurrent_trials=1", *SLOW]
     driver = start("orchestrator.sweep", args, tmp_path)
     try:
-        def first_epoch_logged():
-            if not store_ready(tmp_path):
-                return False
-            client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-            found = client.get_experiment_by_name("crash")
-            return found is not None and any("val/acc_mean" in r.data.metrics
-                                              for r in children(client, found.experiment_id))
-        wait_for(first_epoch_logged, 600, "the first trial's first epoch")
+        wait_for(epoch_logged(tmp_path, "crash"), 600, "the first trial's first epoch")
         subprocess.run(["pkill", "-KILL", "-f", "ray::ImplicitFunc"], check=True)
         out, err = driver.communicate(timeout=300)
     finally:
@@ -287,14 +287,7 @@ def test_a_trial_whose_worker_dies_is_failed_and_the_sweep_exits_non_zero(tmp_pa
 def test_sigterm_stops_a_single_trial_as_killed(tmp_path):
     proc = start("orchestrator.train", ["budget=0.5", "experiment=term", *SLOW], tmp_path)
     try:
-        def epoch_logged():
-            if not store_ready(tmp_path):
-                return False
-            client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
-            found = client.get_experiment_by_name("term")
-            return found is not None and any("val/acc_mean" in r.data.metrics
-                                              for r in client.search_runs([found.experiment_id]))
-        wait_for(epoch_logged, 300, "the first epoch")
+        wait_for(epoch_logged(tmp_path, "term"), 300, "the first epoch")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:
