@@ -10,8 +10,8 @@ Every repetition runs, in an order that rotates from one repetition to the next:
 
 all with the same trial configs and seeds (the sweep's own command line, composed here for the loops). It also
 times parts of the overhead alone: the checkpoint and MLflow writes of one trial recorded the way the sweep
-records it (``orchestrator.trainable.record_trial``, wrapping ``CheckpointHook.after_epoch`` and
-``Recorder._write``), and what a new worker process does first (importing the trainable, building the
+records it (``orchestrator.trainable.record_trial``, timing ``CheckpointHook.after_epoch``, ``bap.save`` and every
+call on the trial's ``Recorder``), and what a new worker process does first (importing the trainable, building the
 data; once per worker, since trials reuse workers) in a fresh interpreter.
 Targets (issue #6): per-trial overhead <= 10% of a 30 s trial; 2 trials at once on 2 cores in <= 0.6x the loop's
 time.
@@ -89,6 +89,29 @@ def timed(owner: Any, attribute: str, totals: dict[str, float], key: str) -> Ite
         setattr(owner, attribute, original)
 
 
+class TimedCalls:
+    """``target`` with the wall time of every method call made on it from outside added to ``totals[key]``; its
+    calls to its own methods happen inside those and are not counted twice."""
+
+    def __init__(self, target: Any, totals: dict[str, float], key: str) -> None:
+        self._target, self._totals, self._key = target, totals, key
+
+    def __getattr__(self, name: str) -> Any:
+        value = getattr(self._target, name)
+        if not callable(value):
+            return value
+
+        @functools.wraps(value)
+        def call(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return value(*args, **kwargs)
+            finally:
+                self._totals[self._key] += time.perf_counter() - start
+
+        return call
+
+
 def recording_costs(cfg: SweepConfig, workdir: Path) -> dict[str, float]:
     """Seconds one trial spends writing checkpoints and MLflow records (params, per-epoch and final metrics,
     config, per-domain table, the pruned model), recorded as the sweep's trials are, into SQLite, one thread.
@@ -103,9 +126,9 @@ def recording_costs(cfg: SweepConfig, workdir: Path) -> dict[str, float]:
     saved = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        with timed(CheckpointHook, "after_epoch", totals, "checkpoint"), timed(Recorder, "_write", totals, "mlflow"), \
-                timed(bap, "save", totals, "mlflow"):
-            record_trial(trial_config(short, params), params, recorder, checkpoint_dir=str(workdir / "checkpoint"))
+        with timed(CheckpointHook, "after_epoch", totals, "checkpoint"), timed(bap, "save", totals, "mlflow"):
+            record_trial(trial_config(short, params), params, TimedCalls(recorder, totals, "mlflow"),
+                         checkpoint_dir=str(workdir / "checkpoint"))
     finally:
         torch.set_num_threads(saved)
     return totals

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from bap.atomic import atomic_path
 from orchestrator.config import RayConfig
 from orchestrator.front import finish_sweep
-from orchestrator.tracking import DIGESTS_TAG, client_for, fail_fast
+from orchestrator.tracking import DIGESTS_TAG, client_for, fail_fast, poll
 
 log = logging.getLogger(__name__)
 
@@ -87,12 +87,7 @@ class Recorder:
 
     def flush(self, timeout_s: float = 0.0, interval_s: float = 2.0) -> bool:
         """Replay the spool, trying again for up to ``timeout_s``; True when nothing is left."""
-        deadline = time.monotonic() + timeout_s
-        while not self._write(None):
-            if time.monotonic() + interval_s > deadline:
-                return False
-            time.sleep(interval_s)
-        return True
+        return poll(lambda: self._write(None), timeout_s, interval_s)
 
     def _write(self, entry: dict | None) -> bool:
         queue = self._read_spool()

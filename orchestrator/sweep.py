@@ -29,7 +29,7 @@ from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
-from orchestrator.tracking import SWEEP_TAG, client_for, ensure_experiment, fail_fast, flatten, with_retries
+from orchestrator.tracking import SWEEP_TAG, client_for, ensure_experiment, fail_fast, flatten, poll, with_retries
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
@@ -285,12 +285,15 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
 
 def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[str, int]:
     """Replay every spooled run, waiting up to ``timeout_s`` for MLflow to come back; returns what is left."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        left = {run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n}
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(2)
+    left: dict[str, int] = {}
+
+    def replayed() -> bool:
+        left.clear()
+        left.update({run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n})
+        return not left
+
+    poll(replayed, timeout_s)
+    return left
 
 
 def main() -> None:

@@ -12,12 +12,13 @@ import json
 import logging
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 TRIAL_ID_TAG = "bap.trial_id"
 TRIAL_NAME_TAG = "bap.trial_name"
@@ -86,18 +87,34 @@ def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def with_retries(fn: Callable[[], Any], what: str, timeout_s: float = 120.0, interval_s: float = 2.0) -> Any:
-    """Call ``fn`` until it succeeds or ``timeout_s`` passes (the server may be restarting)."""
+def poll(attempt: Callable[[], T], timeout_s: float, interval_s: float = 2.0) -> T:
+    """Call ``attempt`` until it returns something truthy or ``timeout_s`` has passed (it is called at least once);
+    returns its last result. The one wait-and-try-again loop of the orchestrator."""
     deadline = time.monotonic() + timeout_s
     while True:
+        result = attempt()
+        if result or time.monotonic() + interval_s > deadline:
+            return result
+        time.sleep(interval_s)
+
+
+def with_retries(fn: Callable[[], Any], what: str, timeout_s: float = 120.0, interval_s: float = 2.0) -> Any:
+    """Call ``fn`` until it succeeds or ``timeout_s`` passes (the server may be restarting)."""
+    errors: list[Exception] = []
+
+    def attempt() -> tuple | None:
         try:
             with fail_fast():
-                return fn()
+                return (fn(),)  # a tuple: a result of None or [] is still a success
         except Exception as error:
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{what} failed for {timeout_s:.0f}s against MLflow: {error}") from error
             log.warning("%s failed (%s); retrying", what, type(error).__name__)
-            time.sleep(interval_s)
+            errors.append(error)
+            return None
+
+    result = poll(attempt, timeout_s, interval_s)
+    if result is None:
+        raise RuntimeError(f"{what} failed for {timeout_s:.0f}s against MLflow: {errors[-1]}") from errors[-1]
+    return result[0]
 
 
 def find_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id: str, trial_id: str,

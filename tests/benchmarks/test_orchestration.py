@@ -1,9 +1,12 @@
 """benchmarks/orchestration.py: the call timer, the verdicts on the issue's targets, the tables, arguments."""
 
+import itertools
+
 import pytest
 
-from benchmarks.orchestration import (Repetition, SweepSummary, breakdown_rows, overhead_verdict, parse_args,
-                                      speed_verdict, timed)
+from benchmarks import orchestration
+from benchmarks.orchestration import (Repetition, SweepSummary, TimedCalls, breakdown_rows, overhead_verdict,
+                                      parse_args, speed_verdict, timed)
 
 COSTS = {"checkpoint": 0.2, "mlflow": 0.3, "import": 4.0, "data": 0.1}
 
@@ -27,6 +30,25 @@ def test_timed_adds_call_time_and_restores_the_method():
         assert Counter().work(4) == 8
     assert Counter.work is original
     assert totals["work"] > 0.0
+
+
+class Nested:
+    name = "n"
+
+    def outer(self):
+        return self.inner()
+
+    def inner(self):
+        return 1
+
+
+def test_timed_calls_counts_each_outside_call_once_and_passes_attributes_through(monkeypatch):
+    ticks = itertools.count()
+    monkeypatch.setattr(orchestration.time, "perf_counter", lambda: float(next(ticks)))  # one second per reading
+    totals = {"calls": 0.0}
+    proxy = TimedCalls(Nested(), totals, "calls")
+    assert proxy.name == "n" and proxy.outer() == 1 and proxy.inner() == 1
+    assert totals["calls"] == 2.0  # one second per outside call; outer's own call to inner is not timed again
 
 
 def test_timed_restores_after_an_error():
