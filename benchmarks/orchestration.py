@@ -73,16 +73,7 @@ class Repetition:
 def timed(owner: Any, attribute: str, totals: dict[str, float], key: str) -> Iterator[None]:
     """Add the wall time of every call of ``owner.attribute`` to ``totals[key]`` while the block runs."""
     original = getattr(owner, attribute)
-
-    @functools.wraps(original)
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return original(*args, **kwargs)
-        finally:
-            totals[key] += time.perf_counter() - start
-
-    setattr(owner, attribute, wrapper)
+    setattr(owner, attribute, _adding_time(original, totals, key))
     try:
         yield
     finally:
@@ -98,18 +89,19 @@ class TimedCalls:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._target, name)
-        if not callable(value):
-            return value
+        return _adding_time(value, self._totals, self._key) if callable(value) else value
 
-        @functools.wraps(value)
-        def call(*args, **kwargs):
-            start = time.perf_counter()
-            try:
-                return value(*args, **kwargs)
-            finally:
-                self._totals[self._key] += time.perf_counter() - start
 
-        return call
+def _adding_time(fn: Callable, totals: dict[str, float], key: str) -> Callable:
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        start = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - start
+
+    return call
 
 
 def recording_costs(cfg: SweepConfig, workdir: Path) -> dict[str, float]:
