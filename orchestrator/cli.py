@@ -12,13 +12,14 @@ validation result, without starting Ray.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import warnings
 from typing import Callable, List, Optional, Sequence
 
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from hydra.core.override_parser.types import Override
+from hydra.core.override_parser.types import Override, QuotedString
 from hydra.errors import HydraException
 
 from orchestrator.config import SweepConfig
@@ -71,7 +72,29 @@ def _rewrite_one(arg: str, parser: OverridesParser) -> str:
     if values is None:
         return arg
     prefix = arg[: len(arg) - len(arg.lstrip("+"))]
-    return f"{prefix}{key}={Override._get_value_element_as_str(values)}"
+    return f"{prefix}{key}={_hydra_value(values)}"
+
+
+# A string Hydra's override grammar reads back unquoted as the same string (a domain, loss or backbone name).
+_BARE = re.compile(r"[A-Za-z_][\w\-./]*")
+
+
+def _hydra_value(value) -> str:
+    """``value`` (as Hydra's parser returned it: lists, strings, numbers, booleans, null) in override syntax."""
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra_value(v) for v in value) + "]"
+    if isinstance(value, QuotedString):  # an element of a sweep the user quoted: kept as it was written
+        return value.with_quotes()
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if _BARE.fullmatch(text) and text.lower() not in ("null", "true", "false", "nan", "inf"):
+        return text
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _renamed(arg: str) -> str:

@@ -37,6 +37,13 @@ def test_rewrite_axis_args(arg, expected):
     assert rewrite_sweep_args([arg]) == [expected]
 
 
+@pytest.mark.parametrize("elements", ["'my net',\"it's\"", "'null','1.5',resnet26,'a\\\\b'", "dtd,vgg-flowers"])
+def test_the_comma_form_reads_as_hydra_reads_the_list_form(elements):
+    rewritten = compose_sweep_config(rewrite_sweep_args([f"backbones={elements}"])).backbones
+    assert rewritten == compose_sweep_config([f"backbones=[{elements}]"]).backbones
+    assert all(isinstance(b, str) for b in rewritten) and len(rewritten) == elements.count(",") + 1
+
+
 def test_other_args_are_untouched():
     argv = ["train.epochs=3", "budget.beta=0.5", "data.domains=[dtd,svhn]", "hydra.sweeper.params=a,b", "--cfg",
             "job", "-m", "preset=smoke", "ray.address=ray://head:10001", "model.budgets=1,2"]

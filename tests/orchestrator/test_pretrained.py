@@ -1,0 +1,39 @@
+"""The default ``model.weights=embedded``: each backbone is pretrained once on the embedded source domain, cached,
+and shipped as bytes that build a model; a file path is read as it is."""
+
+import dataclasses
+import io
+
+import pytest
+import torch
+
+from bap import build_model
+from orchestrator import pretrained
+from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig
+
+pytestmark = pytest.mark.slow  # one short pretraining (about half a minute on 2 cores)
+
+
+def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "CACHE_DIR", str(tmp_path / "cache"))
+    cfg = SweepConfig()
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
+        data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8),
+        train=dataclasses.replace(cfg.train, device="cpu"))
+    (blob,) = pretrained.backbone_weights(cfg).values()
+    state = torch.load(io.BytesIO(blob), weights_only=True)
+    assert state["fc.weight"].shape[0] == 10  # the embedded source domain's ten shapes: a real pretrained head
+    path = tmp_path / "backbone.pt"
+    path.write_bytes(blob)
+    model = build_model("resnet26", {"digits": 10}, width=0.125, weights=str(path))
+    assert torch.equal(model.conv1.weight, state["conv1.weight"])
+
+    def no_second_pretraining(*args, **kwargs):
+        raise AssertionError("pretrained again instead of reading the cache")
+
+    monkeypatch.setattr(pretrained, "pretrain", no_second_pretraining)
+    assert pretrained.backbone_weights(cfg) == {"resnet26": blob}
+    file_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(tmp_path / "{backbone}.pt")))
+    (tmp_path / "resnet26.pt").write_bytes(b"bytes as they are")
+    assert pretrained.backbone_weights(file_cfg) == {"resnet26": b"bytes as they are"}
