@@ -11,7 +11,7 @@ from bap import build_model
 from orchestrator import pretrained
 from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig
 
-pytestmark = pytest.mark.slow  # one short pretraining (about half a minute on 2 cores)
+pytestmark = pytest.mark.slow  # one short pretraining (about ten seconds on 2 cores)
 
 
 def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monkeypatch):
