@@ -23,7 +23,7 @@ import torch
 import bap
 from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.cli import rewrite_sweep_args
-from orchestrator.config import SweepConfig, expand_trials, trial_config, trial_name
+from orchestrator.config import SweepConfig, plan_sweep, trial_config, trial_name
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.tracking import SWEEP_TAG, TRIAL_NAME_TAG, child_runs, client_for
 from localstack import Process, base_env
@@ -74,7 +74,7 @@ def loop_train_times(cfg: SweepConfig, threads: int) -> dict[str, float]:
     retain_freed_memory()  # as a trial's worker does
     try:
         times = {}
-        for params in expand_trials(cfg):
+        for params in plan_sweep(cfg).trials:
             start = time.perf_counter()
             bap.train(trial_config(cfg, params))
             times[trial_name(params)] = time.perf_counter() - start
@@ -86,7 +86,7 @@ def loop_train_times(cfg: SweepConfig, threads: int) -> dict[str, float]:
 def warm_up(cfg: SweepConfig) -> None:
     """One short untimed training run, so the loop's first trial does not pay this process's one-off costs
     (lazy imports, the embedded data's first build); a sweep's fresh trial processes do pay them."""
-    params = expand_trials(cfg)[0]
+    params = plan_sweep(cfg).trials[0]
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, steps_per_epoch=1))
     bap.train(trial_config(short, params))
 

@@ -44,7 +44,7 @@ from benchmarks._common import (add_common_args, describe_machine, machine_info,
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, in_trial_overheads, loop_train_times, median,
                                       per_trial_overhead, run_sweep_process, scratch_dir, slot_gaps, sweep_efficiency,
                                       sweep_overrides, warm_up)
-from orchestrator.config import SweepConfig, expand_trials, trial_config
+from orchestrator.config import SweepConfig, plan_sweep, trial_config
 from orchestrator.spool import Recorder
 from orchestrator.tracking import client_for, ensure_experiment
 from orchestrator.trainable import record_trial
@@ -110,7 +110,7 @@ def recording_costs(cfg: SweepConfig, workdir: Path) -> dict[str, float]:
 
     One step per epoch: both costs scale with epochs and model size, not with steps."""
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, steps_per_epoch=1))
-    params = expand_trials(short)[0]
+    params = plan_sweep(short).trials[0]
     client = client_for(f"sqlite:///{workdir / 'record.db'}")
     run_id = client.create_run(ensure_experiment(client, "record")).info.run_id
     recorder = Recorder(client, run_id, str(workdir / "spool"))

@@ -34,7 +34,7 @@ from benchmarks._common import (add_common_args, describe_machine, machine_info,
                                 write_section)
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, loop_train_times, run_sweep_process,
                                       scratch_dir, sweep_overrides, warm_up)
-from orchestrator.config import expand_trials
+from orchestrator.config import plan_sweep
 from localstack import Process, Stack, load_compose, wait_until
 
 # Full: 6 trials = 3 waves on 2 slots, 2 waves on 3 slots; about 15 s of training per trial on one core.
@@ -241,10 +241,10 @@ def main() -> None:
     gpu = GpuTrial(steps=preset.train.epochs * preset.train.steps_per_epoch,
                    images_per_step=preset.train.batch_size * len(DECATHLON_DOMAINS),
                    images_per_s=args.gpu_images_per_s)
-    per_wave = PREDICTED_NODES // len(expand_trials(preset))
+    per_wave = PREDICTED_NODES // len(plan_sweep(preset).trials)
     predictions = []
     for seeds in sorted({1, per_wave, per_wave + 1}):
-        preset_trials = len(expand_trials(compose(["preset=vd_resnet26", f"seeds=range(0,{seeds})"])))
+        preset_trials = len(plan_sweep(compose(["preset=vd_resnet26", f"seeds=range(0,{seeds})"])).trials)
         predictions.append({"seeds": seeds, **predict(model, preset_trials, PREDICTED_NODES, gpu.train_s)})
     predicted = markdown_table(predictions, ["seeds", "trials", "nodes", "waves", "GPU-hours", "wall (h)"],
                                {"GPU-hours": ".1f", "wall (h)": ".2f"})

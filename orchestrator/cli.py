@@ -168,13 +168,14 @@ def sigterm_as_ctrl_c() -> None:
 
 def dry_run(cfg: SweepConfig) -> None:
     """Print the trials and the validation result; local resources stand in for the cluster's."""
-    from orchestrator.config import expand_trials, trial_name
+    from orchestrator.config import plan_sweep, trial_name
     from orchestrator.validate import SweepConfigError, local_resources, validate
 
-    trials = expand_trials(cfg)
+    plan = plan_sweep(cfg)
+    trials = plan.trials
     print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in trials]}))
     try:
-        validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
+        validate(plan, cluster_resources=None if cfg.ray.address else local_resources())
     except SweepConfigError as err:
         print(err, file=sys.stderr)
         sys.exit(INVALID_CONFIG)

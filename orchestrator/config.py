@@ -26,7 +26,7 @@ DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 SCHEDULERS = ("none", "asha")
 # model.weights=embedded: pretrain each backbone on the embedded source domain (orchestrator.pretrained).
 EMBEDDED_WEIGHTS = "embedded"
-# Trial parameters, in the order expand_trials() nests them (the last varies fastest).
+# Trial parameters, in the order plan_sweep() nests them (the last varies fastest).
 AXES = ("backbone", "domains", "sharing", "budget", "seed")
 
 
@@ -99,7 +99,7 @@ def _axis(values: Optional[list], fixed: Any) -> list:
     return [fixed] if values is None else list(values)
 
 
-def sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
+def _sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
     """Trial parameter -> the values it takes: Ray's ``param_space`` wraps each list in ``tune.grid_search``."""
     return {
         "backbone": _axis(cfg.backbones, cfg.model.backbone),
@@ -110,10 +110,29 @@ def sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
     }
 
 
-def expand_trials(cfg: SweepConfig) -> List[Dict[str, Any]]:
-    """Every trial's varying values: the product of the axes, nested in ``AXES`` order (deterministic)."""
-    axes = sweep_axes(cfg)
-    return [dict(zip(AXES, values)) for values in itertools.product(*(axes[name] for name in AXES))]
+@dataclass(frozen=True)
+class SweepPlan:
+    """What a resolved sweep config implies, computed once (``plan_sweep``): its axes and its trials. Validation,
+    the pretrained weights, Tune's param space, the MLflow params and ``orchestrator.train`` all read it; a search
+    algorithm would plug in here, as another way of choosing ``trials``."""
+
+    cfg: SweepConfig
+    axes: Dict[str, list]
+    # Every trial's varying values: the product of the axes, nested in ``AXES`` order (deterministic).
+    trials: List[Dict[str, Any]]
+
+    @property
+    def backbones(self) -> List[str]:
+        return self.axes["backbone"]
+
+    def trial_config(self, params: Dict[str, Any]) -> ExperimentConfig:
+        return trial_config(self.cfg, params)
+
+
+def plan_sweep(cfg: SweepConfig) -> SweepPlan:
+    axes = _sweep_axes(cfg)
+    trials = [dict(zip(AXES, values)) for values in itertools.product(*(axes[name] for name in AXES))]
+    return SweepPlan(cfg, axes, trials)
 
 
 def trial_config(cfg: SweepConfig, params: Dict[str, Any]) -> ExperimentConfig:

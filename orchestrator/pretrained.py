@@ -13,7 +13,7 @@ import os
 
 from bap import PretrainConfig, pretrain
 from bap.data import build_source
-from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig, sweep_axes, weights_path
+from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig, SweepPlan, weights_path
 
 log = logging.getLogger(__name__)
 CACHE_DIR = os.environ.get("BAP_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "bap-sweeps"))
@@ -25,12 +25,13 @@ def embedded_backbone_path(backbone: str, cfg: SweepConfig) -> str:
     return os.path.join(CACHE_DIR, name)
 
 
-def backbone_weights(cfg: SweepConfig) -> dict[str, bytes]:
+def backbone_weights(plan: SweepPlan) -> dict[str, bytes]:
     """backbone -> state-dict bytes for every backbone of the sweep ({} when no weights are configured)."""
+    cfg = plan.cfg
     if cfg.model.weights is None:
         return {}
     blobs = {}
-    for backbone in sweep_axes(cfg)["backbone"]:
+    for backbone in plan.backbones:
         path = weights_path(cfg.model.weights, backbone)
         if path == EMBEDDED_WEIGHTS:
             path = embedded_backbone_path(backbone, cfg)

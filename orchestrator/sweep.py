@@ -23,7 +23,7 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from orchestrator.config import SweepConfig, resolve_paths, sweep_axes, trial_name
+from orchestrator.config import SweepConfig, SweepPlan, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import collect_records, finish_sweep, format_table, publish_front
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
@@ -134,22 +134,23 @@ def run_sweep(cfg: SweepConfig):
     KILLED, exit 130; failed trials -> the parent FAILED, exit 1; MLflow unreachable at the end -> what is left
     spooled for ``orchestrator.report --sync``, exit 3."""
     resume = resume_target(cfg.resume)
-    raw, cfg = cfg, resolve_paths(cfg)
-    validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
-    check_services(cfg)
-    client = client_for(cfg.mlflow.tracking_uri)
+    raw, plan = cfg, plan_sweep(resolve_paths(cfg))
+    validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
+    check_services(plan.cfg)
+    client = client_for(plan.cfg.mlflow.tracking_uri)
     if resume:
-        found = find_sweep(client, cfg.experiment, resume)
-        cfg = recorded_config(raw, found)
-        validate(cfg, cluster_resources=None if cfg.ray.address else local_resources())
-        check_same_sweep(found.data.params, cfg)
+        found = find_sweep(client, plan.cfg.experiment, resume)
+        plan = plan_sweep(recorded_config(raw, found))
+        validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
+        check_same_sweep(found.data.params, plan.cfg)
         sweep_dir = found.data.tags[SWEEP_TAG]
         check_restorable(sweep_dir, found)
     else:
-        sweep_dir = _new_sweep_dir(cfg)
-    weights = backbone_weights(cfg)
+        sweep_dir = _new_sweep_dir(plan.cfg)
+    cfg = plan.cfg
+    weights = backbone_weights(plan)
     _ray_init(cfg)
-    validate(cfg, cluster_resources=ray.cluster_resources())
+    validate(plan, cluster_resources=ray.cluster_resources())
 
     spool_dir = _spool_dir(cfg)
     experiment_id = ensure_experiment(client, cfg.experiment)
@@ -163,12 +164,12 @@ def run_sweep(cfg: SweepConfig):
     parent = Recorder(client, parent_run_id, spool_dir)
     if not resume:
         parent.log_params({**flatten(dataclasses.asdict(cfg)),
-                           **{f"axis.{k}": str(v) for k, v in sweep_axes(cfg).items()}})
+                           **{f"axis.{k}": str(v) for k, v in plan.axes.items()}})
     digests = DigestRecorder(cfg.mlflow.tracking_uri, parent_run_id)
 
     status, failed, errors = "KILLED", [], {}
     try:
-        tuner = _tuner(cfg, sweep_dir, resume, tune.with_resources(
+        tuner = _tuner(plan, sweep_dir, resume, tune.with_resources(
             tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
                                  spool_dir=spool_dir, weights=weights),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
@@ -232,7 +233,8 @@ def _graceful_stop() -> Iterator[Callable[[], bool]]:
             os.environ[_TUNE_SIGINT_ENV] = saved_env
 
 
-def _tuner(cfg: SweepConfig, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
+def _tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
+    cfg = plan.cfg
     if resume:
         # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
         return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
@@ -240,7 +242,7 @@ def _tuner(cfg: SweepConfig, sweep_dir: str, resume: str | None, trainable, call
                                 metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
     return tune.Tuner(
         trainable,
-        param_space={name: tune.grid_search(values) for name, values in sweep_axes(cfg).items()},
+        param_space={name: tune.grid_search(values) for name, values in plan.axes.items()},
         tune_config=tune.TuneConfig(
             scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
             # A finished trial's worker takes the next trial: no new process, imports or data build each time

@@ -12,7 +12,7 @@ import sys
 import tempfile
 
 from bap.engine.cpu_memory import retain_freed_memory
-from orchestrator.config import SweepConfig, expand_trials, resolve_paths, trial_config, trial_name
+from orchestrator.config import SweepConfig, plan_sweep, resolve_paths, trial_name
 from orchestrator.pretrained import backbone_weights
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment
@@ -34,22 +34,22 @@ def singular_args(argv: list[str]) -> list[str]:
 
 
 def run_one(cfg: SweepConfig) -> dict[str, float]:
-    cfg = resolve_paths(cfg)
-    validate(cfg, cluster_resources=local_resources())
-    trials = expand_trials(cfg)
+    plan = plan_sweep(resolve_paths(cfg))
+    cfg, trials = plan.cfg, plan.trials
+    validate(plan, cluster_resources=local_resources())
     if len(trials) != 1:
         raise SystemExit(f"error: orchestrator.train runs one trial but this config gives {len(trials)} "
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "
                          "or run them all with orchestrator.sweep")
     params = trials[0]
-    weights = backbone_weights(cfg)
+    weights = backbone_weights(plan)
     client = client_for(cfg.mlflow.tracking_uri)
     experiment_id = ensure_experiment(client, cfg.experiment)
     name = trial_name(params)
     run_id = client.create_run(experiment_id, run_name=name, tags={TRIAL_NAME_TAG: name}).info.run_id
     recorder = Recorder(client, run_id, os.path.abspath(DEFAULT_SPOOL))
     with tempfile.TemporaryDirectory(prefix="bap-train-") as work:
-        run_cfg = with_weights(trial_config(cfg, params), params, weights, work)
+        run_cfg = with_weights(plan.trial_config(params), params, weights, work)
         result = record_trial(run_cfg, params, recorder, checkpoint_dir=os.path.join(work, "checkpoint"),
                               progress=True)
     m = result.metrics

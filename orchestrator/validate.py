@@ -13,7 +13,7 @@ from typing import Dict, List, Optional, Sequence
 
 from bap.config import SHARING_OPTIONS
 from bap.models import list_models
-from orchestrator.config import EMBEDDED_WEIGHTS, SCHEDULERS, SweepConfig, expand_trials, trial_config, weights_path
+from orchestrator.config import EMBEDDED_WEIGHTS, SCHEDULERS, SweepConfig, SweepPlan, weights_path
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
@@ -123,23 +123,24 @@ def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> Non
             )
 
 
-def _check_model(cfg: SweepConfig, errors: List[str]) -> None:
+def _check_model(plan: SweepPlan, errors: List[str]) -> None:
     """Model options against the layer names of each backbone the sweep builds (a narrow copy: same names)."""
     from bap import build_model
 
-    for backbone in cfg.backbones or [cfg.model.backbone]:
+    cfg = plan.cfg
+    for backbone in plan.backbones:
         try:
             build_model(backbone, {"probe": 1}, width=1 / 16, unswitched=cfg.model.unswitched)
         except (ValueError, KeyError) as err:
             errors.append(f"model.unswitched={list(cfg.model.unswitched)}: {str(err).strip(chr(39))}")
 
 
-def _check_trials(cfg: SweepConfig, errors: List[str]) -> None:
+def _check_trials(plan: SweepPlan, errors: List[str]) -> None:
     """Builds each trial's ExperimentConfig, so bap.config's own checks run here and not in a worker."""
     seen = set()
-    for params in expand_trials(cfg):
+    for params in plan.trials:
         try:
-            trial_config(cfg, params)
+            plan.trial_config(params)
         except (ValueError, TypeError) as err:
             if str(err) not in seen:
                 seen.add(str(err))
@@ -190,13 +191,14 @@ def _check_scheduler(cfg: SweepConfig, errors: List[str]) -> None:
         errors.append(f"scheduler.reduction_factor={s.reduction_factor} must be > 1 (2 halves the trials per rung)")
 
 
-def validate(cfg: SweepConfig, cluster_resources: Optional[Dict[str, float]] = None) -> None:
-    """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of ``cfg``; return None if sound.
+def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:
+    """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of the sweep ``plan``; return None if
+    sound.
 
     ``cluster_resources`` is ``ray.cluster_resources()`` (or ``local_resources()``); None skips the check that
     the cluster can place one trial.
     """
-    errors: List[str] = []
+    cfg, errors = plan.cfg, []
     if not str(cfg.experiment).strip():
         errors.append("experiment is empty; name the MLflow experiment, e.g. experiment=vd_resnet26")
     if not str(cfg.mlflow.tracking_uri).strip():
@@ -205,8 +207,8 @@ def validate(cfg: SweepConfig, cluster_resources: Optional[Dict[str, float]] = N
     domains = _check_domains(cfg, errors)
     _check_paths(cfg, domains, errors)
     if not errors:  # every trial would repeat an axis error above
-        _check_model(cfg, errors)
-        _check_trials(cfg, errors)
+        _check_model(plan, errors)
+        _check_trials(plan, errors)
     _check_ray(cfg, cluster_resources, errors)
     _check_scheduler(cfg, errors)
     if errors:

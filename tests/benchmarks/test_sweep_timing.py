@@ -4,14 +4,14 @@ import pytest
 
 from benchmarks._sweep_timing import (BUDGETS, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
                                       per_trial_overhead, slot_gaps, sweep_efficiency, sweep_overrides)
-from orchestrator.config import expand_trials, trial_config
+from orchestrator.config import plan_sweep, trial_config
 
 SIZE = TrialSize(width=0.125, epochs=2, steps_per_epoch=3, batch_size=8, train_per_class=8, val_per_class=4)
 
 
 def test_overrides_compose_to_the_trials_the_loop_trains():
     cfg = compose(sweep_overrides(SIZE, trials=3, experiment="x", concurrency=2))
-    trials = expand_trials(cfg)
+    trials = plan_sweep(cfg).trials
     assert [t["budget"] for t in trials] == list(BUDGETS[:3])
     assert cfg.experiment == "x" and cfg.ray.cpus_per_trial == 1 and cfg.ray.max_concurrent_trials == 2
     one = trial_config(cfg, trials[0])

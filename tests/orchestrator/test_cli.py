@@ -8,7 +8,7 @@ import pytest
 from hydra.errors import ConfigCompositionException
 
 from orchestrator.cli import rewrite_sweep_args
-from orchestrator.config import expand_trials
+from orchestrator.config import plan_sweep
 from orchestrator.config_store import compose_sweep_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ def test_rewritten_axes_compose_into_the_grid():
     cfg = compose_sweep_config(rewrite_sweep_args(
         ["domain_sets=[digits,faces],[scenes]", "sharing=none,jaccard", "seeds=range(0,2)", "budgets=1.0"]))
     assert cfg.domain_sets == [["digits", "faces"], ["scenes"]]
-    assert len(expand_trials(cfg)) == 2 * 2 * 2
+    assert len(plan_sweep(cfg).trials) == 2 * 2 * 2
 
 
 def test_exact_command_line_through_hydra_main(tmp_path):

@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from bap.config import ExperimentConfig
 from orchestrator.config import (
-    SchedulerConfig, SweepConfig, domain_set_name, expand_trials, resolve_paths, sweep_axes, trial_config, trial_name,
+    SchedulerConfig, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
 )
 from orchestrator.config_store import compose_sweep_config
 
@@ -17,7 +17,7 @@ def test_every_preset_composes_into_the_dataclasses(preset):
     assert type(cfg) is SweepConfig
     assert type(cfg.scheduler) is SchedulerConfig
     assert cfg.experiment == preset
-    for params in expand_trials(cfg):
+    for params in plan_sweep(cfg).trials:
         assert isinstance(trial_config(cfg, params), ExperimentConfig)
 
 
@@ -27,7 +27,7 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
     assert (cfg.train.epochs, cfg.train.steps_per_epoch, cfg.train.batch_size, cfg.train.device) == (4, 25, 32, "cpu")
     assert cfg.model.weights == "embedded"  # pretrained on the embedded source, no download
     assert sorted(cfg.budgets) == [0.25, 0.5, 1.0]
-    assert len(expand_trials(cfg)) == 3
+    assert len(plan_sweep(cfg).trials) == 3
     # a bare `python -m orchestrator.sweep` is this sweep
     assert compose_sweep_config([]) == cfg
 
@@ -37,7 +37,7 @@ def test_study_preset_sweeps_every_method_and_baseline_over_five_seeds():
     assert set(cfg.sharing) == {"none", "int", "union", "jaccard", "consensus", "random", "random_shared",
                                 "magnitude_shared"}
     assert cfg.budgets == [1.0, 0.75, 0.5, 0.25] and cfg.seeds == [0, 1, 2, 3, 4]
-    assert len(expand_trials(cfg)) == 160
+    assert len(plan_sweep(cfg).trials) == 160
     smoke = compose_sweep_config(["preset=smoke"])
     assert (cfg.train, cfg.model, cfg.data) == (smoke.train, smoke.model, smoke.data)  # the smoke sweep's trials
 
@@ -47,7 +47,7 @@ def test_paper_presets_sweep_the_papers_grid():
     assert (vd.model.backbone, vd.data.name) == ("resnet26", "decathlon")
     assert vd.budgets == [1.0, 0.75, 0.5, 0.25]
     assert vd.sharing == ["none", "int", "union", "jaccard", "consensus", "random_shared", "magnitude_shared"]
-    assert len(expand_trials(vd)) == 28
+    assert len(plan_sweep(vd).trials) == 28
     assert vd.model.source_domain == "imagenet12"
     sketch = compose_sweep_config(["preset=sketch_resnet50"])
     assert (sketch.model.backbone, sketch.data.name, sketch.ray.gpus_per_trial) == ("resnet50", "imagenet_sketch", 1.0)
@@ -87,13 +87,13 @@ def test_bad_values_fail_at_composition(override, error, match):
 
 def test_axes_default_to_the_fixed_values():
     cfg = SweepConfig()
-    assert sweep_axes(cfg) == {"backbone": ["resnet26"], "domains": [None], "sharing": ["union"], "budget": [1.0],
+    assert plan_sweep(cfg).axes == {"backbone": ["resnet26"], "domains": [None], "sharing": ["union"], "budget": [1.0],
                                "seed": [0]}
 
 
-def test_expand_trials_is_the_ordered_product():
+def test_the_plans_trials_are_the_ordered_product():
     cfg = SweepConfig(budgets=[0.5, 1.0], sharing=["none", "jaccard"], seeds=[0, 1], domain_sets=[["a", "b"], ["c"]])
-    trials = expand_trials(cfg)
+    trials = plan_sweep(cfg).trials
     assert len(trials) == 2 * 2 * 2 * 2
     assert trials[0] == {"backbone": "resnet26", "domains": ["a", "b"], "sharing": "none", "budget": 0.5, "seed": 0}
     assert trials[1]["seed"] == 1 and trials[2]["budget"] == 1.0

@@ -9,7 +9,7 @@ import torch
 
 from bap import build_model
 from orchestrator import pretrained
-from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig
+from orchestrator.config import EMBEDDED_WEIGHTS, SweepConfig, plan_sweep
 
 pytestmark = pytest.mark.slow  # one short pretraining (about ten seconds on 2 cores)
 
@@ -21,7 +21,7 @@ def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monk
         cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
         data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8),
         train=dataclasses.replace(cfg.train, device="cpu"))
-    (blob,) = pretrained.backbone_weights(cfg).values()
+    (blob,) = pretrained.backbone_weights(plan_sweep(cfg)).values()
     state = torch.load(io.BytesIO(blob), weights_only=True)
     assert state["fc.weight"].shape[0] == 10  # the embedded source domain's ten shapes: a real pretrained head
     path = tmp_path / "backbone.pt"
@@ -33,7 +33,7 @@ def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monk
         raise AssertionError("pretrained again instead of reading the cache")
 
     monkeypatch.setattr(pretrained, "pretrain", no_second_pretraining)
-    assert pretrained.backbone_weights(cfg) == {"resnet26": blob}
+    assert pretrained.backbone_weights(plan_sweep(cfg)) == {"resnet26": blob}
     file_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(tmp_path / "{backbone}.pt")))
     (tmp_path / "resnet26.pt").write_bytes(b"bytes as they are")
-    assert pretrained.backbone_weights(file_cfg) == {"resnet26": b"bytes as they are"}
+    assert pretrained.backbone_weights(plan_sweep(file_cfg)) == {"resnet26": b"bytes as they are"}

@@ -4,7 +4,7 @@ import shutil
 
 import pytest
 
-from orchestrator.config import SweepConfig
+from orchestrator.config import SweepConfig, plan_sweep
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.validate import SweepConfigError, validate
 from tests.bap.test_data_decathlon import make_tree
@@ -16,7 +16,7 @@ CPU2 = {"CPU": 2.0, "GPU": 0.0}
 
 def errors_of(cfg, resources=None):
     with pytest.raises(SweepConfigError) as info:
-        validate(cfg, resources)
+        validate(plan_sweep(cfg), resources)
     return info.value.errors
 
 
@@ -32,15 +32,16 @@ def with_data(cfg, **changes):
 
 
 def test_presets_and_defaults_are_valid():
-    validate(sweep(), CPU2)
-    validate(compose_sweep_config(["preset=smoke"]), CPU2)
-    validate(compose_sweep_config(["budgets=[0.25,0.5]", "domain_sets=[[digits,faces],[scenes]]"]), CPU2)
+    validate(plan_sweep(sweep()), CPU2)
+    validate(plan_sweep(compose_sweep_config(["preset=smoke"])), CPU2)
+    validate(plan_sweep(compose_sweep_config(["budgets=[0.25,0.5]", "domain_sets=[[digits,faces],[scenes]]"])),
+             CPU2)
 
 
 def test_error_is_a_value_error_listing_every_problem():
     cfg = sweep(budgets=[0.0, 1.5], backbones=["vgg"], sharing=["jacard"])
     with pytest.raises(ValueError) as info:
-        validate(cfg)
+        validate(plan_sweep(cfg))
     text = str(info.value)
     for fragment in ("budgets has 0.0", "budgets has 1.5", "'vgg'", "'jacard'"):
         assert fragment in text
@@ -147,8 +148,8 @@ def test_resources_the_cluster_cannot_satisfy():
     errors = errors_of(cfg, CPU2)
     assert any(e.startswith("ray.cpus_per_trial=4 but the cluster has 2 CPU(s)") for e in errors)
     assert any(e.startswith("ray.gpus_per_trial=0.5 but the cluster has 0 GPU(s)") for e in errors)
-    validate(cfg, {"CPU": 8.0, "GPU": 1.0})
-    validate(cfg)  # no resources given: nothing to compare against
+    validate(plan_sweep(cfg), {"CPU": 8.0, "GPU": 1.0})
+    validate(plan_sweep(cfg))  # no resources given: nothing to compare against
 
 
 def test_ray_settings_ray_itself_would_reject():
