@@ -8,7 +8,7 @@ Tune's scheduler ``metric=`` names and that MLflow stores, so the three cannot d
 from __future__ import annotations
 
 import math
-from typing import Dict, Mapping, Optional
+from typing import Callable, Dict, Mapping, Optional
 
 import torch
 
@@ -76,35 +76,24 @@ SHARING_WEIGHT = "sharing_weight"  # the effective weight; changes over training
 BUDGET_TARGET = "budget_target"  # the usage each domain may have at this point of the budget's annealing
 
 
-def acc_key(domain: str) -> str:
-    return f"acc/{domain}"
+def _keyed(prefix: str, doc: str) -> Callable[[str], str]:
+    def key(name: str) -> str:
+        return f"{prefix}/{name}"
+
+    key.__doc__ = doc
+    return key
 
 
-def val_acc_key(domain: str) -> str:
-    return f"val/acc/{domain}"
-
-
-def budget_usage_key(domain: str) -> str:
-    return f"budget_usage/{domain}"
-
-
-def loss_key(name: str) -> str:
-    """``loss/<name>``: e.g. ``loss_key("ce/dtd")``; the total and the sharing term have constants."""
-    return f"loss/{name}"
-
-
-def macs_key(domain: str) -> str:
-    return f"macs/{domain}"
-
-
-def projected_off_key(domain: str) -> str:
-    """Switches the post-training projection turned off for ``domain`` (METHOD 2 asks to report it)."""
-    return f"projected_off/{domain}"
-
-
-def projected_share_key(domain: str) -> str:
-    """Share of ``domain``'s budget (in the budget's unit) the final projection turned off."""
-    return f"projected_share/{domain}"
+# Per-domain (or per-term) keys: ``acc_key("dtd") == "acc/dtd"``.
+acc_key = _keyed("acc", "Final top-1 accuracy of a domain (the pruned model), percent.")
+val_acc_key = _keyed("val/acc", "Top-1 validation accuracy of a domain after an epoch, percent.")
+budget_usage_key = _keyed("budget_usage", "A domain's hard-mask usage of the backbone, in the budget's unit.")
+loss_key = _keyed("loss", "``loss/<name>``, e.g. ``loss_key(\"ce/dtd\")``; the sharing term has a constant.")
+macs_key = _keyed("macs", "MACs per image of a domain in the pruned model.")
+projected_off_key = _keyed("projected_off", "Switches the post-training projection turned off for a domain "
+                                            "(METHOD 2 asks to report it).")
+projected_share_key = _keyed("projected_share", "Share of a domain's budget (in the budget's unit) the final "
+                                                "projection turned off.")
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> float:

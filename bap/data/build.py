@@ -1,4 +1,8 @@
-"""Entry points that dispatch on `data.name` to the embedded, Decathlon or ImageNet-to-Sketch module."""
+"""Entry points that dispatch on `data.name` to the embedded, Decathlon or ImageNet-to-Sketch module.
+
+Each of those modules offers the same four functions: `list_domains(cfg)`; `prepare(cfg, domains)`, every up-front
+check, returning what `build` needs per domain; `build(cfg, domain, prepared)`; and `build_source(cfg)`.
+"""
 
 from __future__ import annotations
 
@@ -30,7 +34,7 @@ def check_domains(cfg: DataConfig, domains: list[str]) -> None:
     """Every up-front check `build_domains` makes for `domains` (roots, annotation files and their contents,
     image paths and headers, class sets), without building the data sets: what a sweep's dry run can check on
     the driver before any trial starts. Raises the same errors, naming the file, domain and fix."""
-    _module(cfg).check_domains(cfg, domains)
+    _module(cfg).prepare(cfg, list(domains))
 
 
 def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
@@ -41,7 +45,10 @@ def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
     (all of them up to `images.HEADER_CHECK_LIMIT` per split, an even sample beyond). A file that passes the
     header check but fails to decode raises at load time, naming the file and domain.
     """
-    return _module(cfg).build_domains(cfg)
+    module = _module(cfg)
+    domains = list(cfg.domains) if cfg.domains is not None else module.list_domains(cfg)
+    prepared = module.prepare(cfg, domains)
+    return {domain: module.build(cfg, domain, prepared[domain]) for domain in domains}
 
 
 def build_source(cfg: DataConfig) -> DomainData:

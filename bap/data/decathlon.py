@@ -142,7 +142,8 @@ def _transforms(domain: str) -> tuple[list, list, int]:
     return train, [T.Resize(RESIZE), T.CenterCrop(CROP)], CROP
 
 
-def _validate(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[_Split, _Split]]:
+def prepare(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[_Split, _Split]]:
+    """Every up-front check for ``domains``; each domain's (train, val) splits for ``build``."""
     root = str(cfg.root)
     require_dir(root, "data.root", _FIX_TREE)
     require_dir(os.path.join(root, "annotations"), "Decathlon annotations directory", _FIX_TREE)
@@ -168,7 +169,8 @@ def _validate(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[_Split, _S
     return splits
 
 
-def _build(domain: str, train: _Split, val: _Split) -> DomainData:
+def build(cfg: DataConfig, domain: str, splits: tuple[_Split, _Split]) -> DomainData:
+    train, val = splits
     train_tf, eval_tf, side = _transforms(domain)
     # Mean/std from an evenly spaced sample of <= STATS_SAMPLE train images under the eval transform: cheap
     # (a few hundred decodes) and deterministic, and close to the full-split value for these 72px images.
@@ -189,17 +191,6 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return list(DOMAINS)
 
 
-def check_domains(cfg: DataConfig, domains: list[str]) -> None:
-    _validate(cfg, list(domains))
-
-
-def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
-    domains = list(cfg.domains) if cfg.domains is not None else list_domains(cfg)
-    splits = _validate(cfg, domains)
-    return {domain: _build(domain, *splits[domain]) for domain in domains}
-
-
 def build_source(cfg: DataConfig) -> DomainData:
     """imagenet12, the Decathlon's designated pretraining domain, whatever `cfg.domains` says."""
-    splits = _validate(cfg, [SOURCE])
-    return _build(SOURCE, *splits[SOURCE])
+    return build(cfg, SOURCE, prepare(cfg, [SOURCE])[SOURCE])

@@ -61,7 +61,8 @@ def _read_split(root: str, domain: str, split: str) -> tuple[list[tuple[str, int
     return samples, classes
 
 
-def _validate(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[list, list, list[str]]]:
+def prepare(cfg: DataConfig, domains: list[str]) -> dict[str, tuple[list, list, list[str]]]:
+    """Every up-front check for ``domains``; each domain's (train, test, classes) for ``build``."""
     root = str(cfg.root)
     require_dir(root, "data.root", "point data.root at the folder holding one <domain>/{train,test}/ per domain")
     missing = [d for d in domains if d not in DOMAINS and not os.path.isdir(os.path.join(root, d, "train"))]
@@ -96,7 +97,8 @@ def transforms_for(domain: str) -> tuple[T.Compose, T.Compose]:
     return train_tf, T.Compose([T.Resize(256), T.CenterCrop(INPUT)] + normalize)
 
 
-def _build(domain: str, train: list, test: list, classes: list[str]) -> DomainData:
+def build(cfg: DataConfig, domain: str, splits: tuple[list, list, list[str]]) -> DomainData:
+    train, test, classes = splits
     train_tf, test_tf = transforms_for(domain)
     return DomainData(
         name=domain,
@@ -113,16 +115,6 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return list(DOMAINS)
 
 
-def check_domains(cfg: DataConfig, domains: list[str]) -> None:
-    _validate(cfg, list(domains))
-
-
-def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
-    domains = list(cfg.domains) if cfg.domains is not None else list_domains(cfg)
-    splits = _validate(cfg, domains)
-    return {domain: _build(domain, *splits[domain]) for domain in domains}
-
-
 def build_source(cfg: DataConfig) -> DomainData:
     """The first domain of `data.domains` (e.g. `[imagenet]`, an ImageFolder of the lab's pretraining data).
 
@@ -134,4 +126,4 @@ def build_source(cfg: DataConfig) -> DomainData:
             "ImageFolder domain under data.root to pretrain on"
         )
     domain = cfg.domains[0]
-    return _build(domain, *_validate(cfg, [domain])[domain])
+    return build(cfg, domain, prepare(cfg, [domain])[domain])

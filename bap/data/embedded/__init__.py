@@ -116,12 +116,10 @@ def generate(name: str, size: int, train_per_class: int, val_per_class: int, see
     return tuple(out)
 
 
-def _build(name: str, cfg: DataConfig, train_per_class: int | None = None) -> DomainData:
+def build(cfg: DataConfig, name: str, train_per_class: int) -> DomainData:
     spec = DOMAINS[name]
     size = cfg.image_size
-    train_x, train_y, val_x, val_y = generate(
-        name, size, train_per_class or cfg.train_per_class, cfg.val_per_class, cfg.seed
-    )
+    train_x, train_y, val_x, val_y = generate(name, size, train_per_class, cfg.val_per_class, cfg.seed)
     mean, std = channel_stats(train_x)  # per-domain statistics from the train split only
     return DomainData(
         name=name,
@@ -138,16 +136,12 @@ def list_domains(cfg: DataConfig) -> list[str]:
     return list(TARGETS)
 
 
-def check_domains(cfg: DataConfig, domains: list[str]) -> None:
+def prepare(cfg: DataConfig, domains: list[str]) -> dict[str, int]:
+    """The one up-front check (known names); each domain's training images per class for ``build``."""
     check_known_domains("embedded", domains, list(DOMAINS))
-
-
-def build_domains(cfg: DataConfig) -> dict[str, DomainData]:
-    domains = list(cfg.domains) if cfg.domains is not None else list_domains(cfg)
-    check_domains(cfg, domains)
-    return {name: _build(name, cfg) for name in domains}
+    return {name: cfg.train_per_class for name in domains}
 
 
 def build_source(cfg: DataConfig) -> DomainData:
     # More source images than target ones: the backbone is only as general as its pretraining.
-    return _build(SOURCE, cfg, cfg.source_train_per_class)
+    return build(cfg, SOURCE, cfg.source_train_per_class)
