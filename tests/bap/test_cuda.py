@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from bap import build_model, materialize, train
 from bap.layers import SwitchedConv2d, binarize
 from tests.bap.helpers import random_masks, randomize_bn
-from tests.bap.test_trainer import config
+from tests.bap.engine.test_trainer import config
 
 pytestmark = pytest.mark.gpu
 

@@ -7,8 +7,8 @@ import pytest
 from orchestrator.config import SweepConfig, plan_sweep
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.validate import SweepConfigError, validate
-from tests.bap.test_data_decathlon import make_tree
-from tests.bap.test_data_imagefolder import make_tree as make_image_tree
+from tests.bap.data.test_decathlon import make_tree
+from tests.bap.data.test_imagefolder import make_tree as make_image_tree
 
 list_domains = pytest.importorskip("bap.data").list_domains  # domain checks need bap.data
 CPU2 = {"CPU": 2.0, "GPU": 0.0}

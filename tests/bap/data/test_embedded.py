@@ -1,4 +1,4 @@
-"""The embedded multi-domain data set: determinism, shapes, balance, and difficulty (bap/data/embedded.py)."""
+"""The embedded multi-domain data set: determinism, shapes, balance, and difficulty (bap/data/embedded/)."""
 
 import numpy as np
 import pytest
