@@ -25,6 +25,7 @@ from ray.tune.schedulers import ASHAScheduler
 
 from orchestrator.config import SweepConfig, SweepPlan, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import collect_records, finish_sweep, format_table, publish_front
+from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
@@ -275,8 +276,8 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
         except RuntimeError:
             pass
     parent.finish_sweep(experiment_id, status, errors)
-    if not parent.pending():  # the server came back just now
-        return []
+    if not parent.pending():  # the server came back just now and took the closing: read the front it published
+        return pareto_table(collect_records(client, experiment_id, parent_run_id))
     pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
     print(f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "
           f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "

@@ -144,3 +144,31 @@ def test_the_closing_waits_for_the_trials_spools(store, tmp_path):
     assert sync_spools(uri, str(spool)) == {unfinished: 0, parent: 0}
     assert client.get_run(unfinished).info.status == "FINISHED"
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+class FailsOnce:
+    """An MLflow client whose first ``search_runs`` fails (the server restarting at that moment)."""
+
+    def __init__(self, client):
+        self.client, self.failed = client, False
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+    def search_runs(self, *args, **kwargs):
+        if not self.failed:
+            self.failed = True
+            raise ConnectionError("restarting")
+        return self.client.search_runs(*args, **kwargs)
+
+
+def test_a_server_back_just_in_time_still_gives_the_true_front(store, tmp_path):
+    uri, client, experiment_id = store
+    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    flaky = FailsOnce(client)
+    cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=uri, end_wait_s=0))
+    table = _close(cfg, flaky, experiment_id, parent, Recorder(flaky, parent, str(tmp_path / "spool")), "FINISHED",
+                   {}, str(tmp_path / "spool"))
+    assert [row["run_id"] for row in table] == [done]  # the front it closed with, not an empty table
+    assert client.get_run(parent).info.status == "FINISHED"
+    assert client.get_run(unfinished).info.status == "KILLED"
