@@ -26,7 +26,9 @@ from orchestrator.config import SweepConfig
 
 INVALID_CONFIG = 2  # the exit status of every entry point for a config that fails validation
 # Renamed keys: the old spelling is still read, with a warning.
-DEPRECATED_KEYS = {"budget.budget": "budget.beta"}
+DEPRECATED_KEYS = {"budget.budget": "budget.beta", "tracking_uri": "mlflow.tracking_uri"}
+# orchestrator.report's flags before it took Hydra overrides like every entry point: still read, with a warning.
+DEPRECATED_FLAGS = {"--sync": "sync=true", "--include-heavy": "include_heavy=true"}
 # The list-valued keys of SweepConfig that form the grid.
 SWEEP_AXES = ("budgets", "domain_sets", "backbones", "sharing", "seeds")
 
@@ -98,6 +100,9 @@ def _hydra_value(value) -> str:
 
 
 def _renamed(arg: str) -> str:
+    if arg in DEPRECATED_FLAGS:
+        warnings.warn(f"{arg} is deprecated; write {DEPRECATED_FLAGS[arg]}", FutureWarning, stacklevel=3)
+        return DEPRECATED_FLAGS[arg]
     key, sep, value = arg.partition("=")
     prefix = key[: len(key) - len(key.lstrip("+~"))]
     new = DEPRECATED_KEYS.get(key[len(prefix):])
@@ -113,8 +118,9 @@ def rewrite_sweep_args(argv: Sequence[str]) -> List[str]:
     ``budgets=0.25,0.5,1.0`` -> ``budgets=[0.25,0.5,1.0]``; ``budgets=0.5`` -> ``budgets=[0.5]``;
     ``seeds=range(0,3)`` -> ``seeds=[0,1,2]``; ``domain_sets=[a,b],[c]`` -> ``domain_sets=[[a,b],[c]]``;
     ``domain_sets=[a,b]`` -> ``domain_sets=[[a,b]]`` (one set). List values, ``null``, ``~key`` and the
-    ``+``/``++`` prefixes pass through; a deprecated key (``DEPRECATED_KEYS``) becomes its new name. Raises ``ValueError`` for bare domain names, ``interval()`` and unquoted
-    non-ASCII values (with the quoting that works).
+    ``+``/``++`` prefixes pass through; a deprecated key or flag (``DEPRECATED_KEYS``, ``DEPRECATED_FLAGS``)
+    becomes its new spelling. Raises ``ValueError`` for bare domain names, ``interval()`` and unquoted non-ASCII
+    values (with the quoting that works).
     """
     parser = OverridesParser.create()
     argv = [_renamed(arg) for arg in argv]
@@ -127,37 +133,45 @@ def rewrite_sweep_args(argv: Sequence[str]) -> List[str]:
     return [_rewrite_one(arg, parser) for arg in argv]
 
 
-def run_hydra(task: Callable[[SweepConfig], object], argv: Optional[List[str]] = None) -> None:
-    """Run ``task(cfg)`` under ``@hydra.main`` with ``sweeps/config.yaml``, ``cfg`` being a real ``SweepConfig``.
+def run_hydra(task: Callable, argv: Optional[List[str]] = None, config: str = "config") -> None:
+    """Run ``task(cfg)`` under ``@hydra.main``, ``cfg`` being the real dataclass of ``config``: ``"config"``
+    (``sweeps/config.yaml``, a ``SweepConfig``) or ``"report"`` (a ``ReportConfig``).
 
-    Rewrites ``sys.argv`` first (see ``rewrite_sweep_args``), so ``python -m orchestrator.sweep
-    budgets=0.25,0.5,1.0`` works. ``argv`` defaults to ``sys.argv[1:]``.
+    ``argv`` (default ``sys.argv[1:]``) is rewritten first (see ``rewrite_sweep_args``), so ``python -m
+    orchestrator.sweep budgets=0.25,0.5,1.0`` works. ``@hydra.main`` parses ``sys.argv`` only: it holds the
+    rewritten arguments while Hydra runs and is restored afterwards.
     """
     import hydra
 
-    from orchestrator.config_store import CONFIG_NAME, SWEEPS_DIR, VERSION_BASE, register_configs, to_sweep_config
+    from orchestrator.config import ReportConfig
+    from orchestrator.config_store import REPORT_CONFIG_NAME, SWEEPS_DIR, VERSION_BASE, register_configs, to_config
     from orchestrator.validate import SweepConfigError
 
     try:
-        sys.argv[1:] = rewrite_sweep_args(sys.argv[1:] if argv is None else argv)
+        args = rewrite_sweep_args(sys.argv[1:] if argv is None else argv)
     except ValueError as err:
         sys.exit(f"error: {err}")
     register_configs()
+    schema = ReportConfig if config == REPORT_CONFIG_NAME else SweepConfig
 
-    @hydra.main(config_path=str(SWEEPS_DIR), config_name=CONFIG_NAME, version_base=VERSION_BASE)
+    @hydra.main(config_path=str(SWEEPS_DIR), config_name=config, version_base=VERSION_BASE)
     def _main(cfg) -> None:
         try:
-            sweep = to_sweep_config(cfg)
+            typed = to_config(cfg, schema)
         except ValueError as err:  # a fixed value out of range: its own message names the key and the fix
             print(f"error: {err}", file=sys.stderr)
             sys.exit(INVALID_CONFIG)
         try:
-            task(sweep)
+            task(typed)
         except SweepConfigError as err:  # names every bad key and its fix; a traceback would only bury it
             print(err, file=sys.stderr)
             sys.exit(INVALID_CONFIG)
 
-    _main()
+    saved, sys.argv = sys.argv, sys.argv[:1] + args
+    try:
+        _main()
+    finally:
+        sys.argv = saved
 
 
 def sigterm_as_ctrl_c() -> None:
@@ -182,9 +196,9 @@ def dry_run(cfg: SweepConfig) -> None:
     print(f"ok: {len(trials)} trial(s) valid", file=sys.stderr)
 
 
-# A dry run leaves nothing behind: no Hydra output directory, no log file.
-_DRY_RUN_HYDRA = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
+# For entry points that leave nothing behind (the dry run, the report): no Hydra output directory, no log file.
+QUIET_HYDRA = ["hydra.output_subdir=null", "hydra.run.dir=.", "hydra/job_logging=disabled",
                   "hydra/hydra_logging=disabled"]
 
 if __name__ == "__main__":
-    run_hydra(dry_run, _DRY_RUN_HYDRA + sys.argv[1:])
+    run_hydra(dry_run, QUIET_HYDRA + sys.argv[1:])

@@ -63,8 +63,26 @@ class MlflowConfig:
     # $MLFLOW_TRACKING_URI if set, else a SQLite file in the launch directory (see DEFAULT_TRACKING_URI).
     tracking_uri: str = field(default_factory=lambda: os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI)
     # How long the driver waits for an unreachable MLflow at the end of a sweep before it leaves the remaining
-    # writes, the front and the parent run's status in the spool for `orchestrator.report --sync`.
+    # writes, the front and the parent run's status in the spool for `orchestrator.report sync=true`.
     end_wait_s: float = 60.0
+
+
+@dataclass
+class ReportConfig:
+    """``python -m orchestrator.report``: the front of every sweep of one experiment, rebuilt from MLflow."""
+
+    experiment: str = ""
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    # First replay the writes spooled while MLflow was down: from spool_dir, or from every default spool.
+    sync: bool = False
+    spool_dir: Optional[str] = None
+    # Let trials whose final budget projection was heavy onto the front (left off by default).
+    include_heavy: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.experiment:
+            raise ValueError("experiment is required: python -m orchestrator.report experiment=NAME "
+                             "[mlflow.tracking_uri=URI] [sync=true [spool_dir=DIR]] [include_heavy=true]")
 
 
 @dataclass

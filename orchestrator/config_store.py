@@ -16,10 +16,11 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from bap.config import DataConfig, ModelConfig, TrainConfig
-from orchestrator.config import SchedulerConfig, SweepConfig
+from orchestrator.config import ReportConfig, SchedulerConfig, SweepConfig
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
-CONFIG_NAME = "config"
+CONFIG_NAME = "config"  # sweeps/config.yaml: the sweep's and orchestrator.train's
+REPORT_CONFIG_NAME = "report"  # orchestrator.report's: the ReportConfig schema alone, no YAML file
 # Hydra's config-loading semantics of 1.3 (no working-directory change, strict defaults lists).
 VERSION_BASE = "1.3"
 
@@ -36,22 +37,23 @@ def register_configs() -> None:
     """Register ``base_config`` and every ``base_<group>``; idempotent (ConfigStore overwrites by name)."""
     cs = ConfigStore.instance()
     cs.store(name="base_config", node=SweepConfig)
+    cs.store(name=REPORT_CONFIG_NAME, node=ReportConfig)
     for group, (schema, package) in GROUPS.items():
         cs.store(group=group, name=f"base_{group}", node=schema, package=package)
 
 
-def to_sweep_config(cfg: DictConfig) -> SweepConfig:
+def to_config(cfg: DictConfig, schema: type = SweepConfig):
     """The composed config as real dataclasses (resolving interpolations and running every ``__post_init__``).
 
     Done once at the top, so no code below ever sees a ``DictConfig``.
     """
-    sweep = OmegaConf.to_object(cfg)
-    if not isinstance(sweep, SweepConfig):
+    config = OmegaConf.to_object(cfg)
+    if not isinstance(config, schema):
         raise TypeError(
-            f"composed config is a {type(sweep).__name__}, not a SweepConfig; "
+            f"composed config is a {type(config).__name__}, not a {schema.__name__}; "
             f"{SWEEPS_DIR / (CONFIG_NAME + '.yaml')} must start with `defaults: - base_config`"
         )
-    return sweep
+    return config
 
 
 def compose_sweep_config(overrides: Sequence[str] = ()) -> SweepConfig:
@@ -61,4 +63,4 @@ def compose_sweep_config(overrides: Sequence[str] = ()) -> SweepConfig:
     """
     register_configs()
     with initialize_config_dir(config_dir=str(SWEEPS_DIR), version_base=VERSION_BASE, job_name="compose"):
-        return to_sweep_config(compose(config_name=CONFIG_NAME, overrides=list(overrides)))
+        return to_config(compose(config_name=CONFIG_NAME, overrides=list(overrides)))

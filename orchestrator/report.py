@@ -1,8 +1,11 @@
 """The Pareto report of an experiment, rebuilt from MLflow alone.
 
-    python -m orchestrator.report experiment=NAME            # every sweep of the experiment
-    python -m orchestrator.report experiment=NAME --sync     # first replay writes spooled while MLflow was down
-    python -m orchestrator.report experiment=NAME --include-heavy   # trials flagged projection_heavy on the front too
+    python -m orchestrator.report experiment=NAME                     # every sweep of the experiment
+    python -m orchestrator.report experiment=NAME sync=true           # first replay writes spooled while MLflow was down
+    python -m orchestrator.report experiment=NAME include_heavy=true  # trials flagged projection_heavy on the front too
+
+Hydra overrides like ``orchestrator.sweep``'s (``mlflow.tracking_uri=URI``, ``spool_dir=DIR``); the keys are
+``orchestrator.config.ReportConfig``.
 
 The front itself (records, table, plots) is ``orchestrator.front``, shared with the sweep driver.
 """
@@ -13,9 +16,12 @@ import os
 import sys
 
 from bap import metrics as M
+from orchestrator.cli import QUIET_HYDRA
+from orchestrator.config import ReportConfig
+from orchestrator.config_store import REPORT_CONFIG_NAME
 from orchestrator.front import collect_records, format_table, publish_front
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
-from orchestrator.tracking import client_for
+from orchestrator.tracking import client_for, use_fail_fast_http
 
 
 def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None,
@@ -50,17 +56,15 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
 
 
 def main(argv: list[str] | None = None) -> None:
-    from orchestrator.config import MlflowConfig
+    from orchestrator.cli import run_hydra
 
-    args = sys.argv[1:] if argv is None else argv
-    options = dict(a.split("=", 1) for a in args if "=" in a and not a.startswith("-"))
-    unknown = set(options) - {"experiment", "tracking_uri", "spool_dir"}
-    if "experiment" not in options or unknown:
-        raise SystemExit("usage: python -m orchestrator.report experiment=NAME [tracking_uri=URI] "
-                         "[spool_dir=DIR] [--sync] [--include-heavy]"
-                         + (f"; unknown keys: {sorted(unknown)}" if unknown else ""))
-    report(options["experiment"], options.get("tracking_uri") or MlflowConfig().tracking_uri, "--sync" in args,
-           options.get("spool_dir"), include_heavy="--include-heavy" in args)
+    use_fail_fast_http()
+
+    def run(cfg: ReportConfig) -> None:
+        report(cfg.experiment, cfg.mlflow.tracking_uri, cfg.sync, cfg.spool_dir, include_heavy=cfg.include_heavy)
+
+    # Nothing left behind: no Hydra output directory or log file.
+    run_hydra(run, QUIET_HYDRA + (sys.argv[1:] if argv is None else argv), config=REPORT_CONFIG_NAME)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.config import SweepConfig, resolve_paths
-from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG, client_for, fail_fast, flatten
+from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG, client_for, flatten
 
 log = logging.getLogger(__name__)
 
@@ -193,12 +193,11 @@ class DigestRecorder(tune.Callback):
 
     def _send(self) -> None:
         try:
-            with fail_fast():
-                client = client_for(self.tracking_uri)
-                merged = recorded_digests(client.get_run(self.parent_run_id))
-                for name, digests in self._unsent.items():
-                    merged[name] = ([d for d in merged.get(name, []) if d not in digests] + digests)[-DIGESTS_KEPT:]
-                client.set_tag(self.parent_run_id, DIGESTS_TAG, json.dumps(merged, sort_keys=True))
+            client = client_for(self.tracking_uri)
+            merged = recorded_digests(client.get_run(self.parent_run_id))
+            for name, digests in self._unsent.items():
+                merged[name] = ([d for d in merged.get(name, []) if d not in digests] + digests)[-DIGESTS_KEPT:]
+            client.set_tag(self.parent_run_id, DIGESTS_TAG, json.dumps(merged, sort_keys=True))
             self._unsent = {}
         except Exception as error:  # MLflow down: kept here and sent with the next state
             log.warning("could not record the sweep folder's digests in MLflow yet (%s)", type(error).__name__)

@@ -1,8 +1,8 @@
 """The durable spool: every MLflow write of a run goes through ``Recorder``, and nothing is lost.
 
 When the tracking server cannot be reached a write is appended to the run's spool file and replayed, in order,
-on the next write that succeeds or by ``python -m orchestrator.report --sync``; training never waits on MLflow
-(see ``orchestrator.tracking.fail_fast``).
+on the next write that succeeds or by ``python -m orchestrator.report sync=true``; training never waits on MLflow
+(every entry point and trial worker opts in to ``orchestrator.tracking.use_fail_fast_http``).
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from mlflow.tracking import MlflowClient
 from bap.atomic import atomic_path
 from orchestrator.config import RayConfig
 from orchestrator.front import finish_sweep
-from orchestrator.tracking import DIGESTS_TAG, client_for, fail_fast, poll
+from orchestrator.tracking import DIGESTS_TAG, client_for, poll
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SPOOL = os.path.join("runs", "mlflow_spool")  # orchestrator.train's (and a sweep's with a URI storage)
-# `--sync` without spool_dir= replays both: the one above and a sweep's beside its Tune results under the default
+# `sync=true` without spool_dir= replays both: the one above and a sweep's beside its Tune results under the default
 # ray.storage_path (orchestrator.sweep._spool_dir).
 DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join(RayConfig().storage_path, "mlflow_spool"))
 FINISH_SWEEP = "finish_sweep"
@@ -95,10 +95,9 @@ class Recorder:
             queue.append(entry)
         done = 0
         try:
-            with fail_fast():
-                for item in queue:
-                    self._apply(item)
-                    done += 1
+            for item in queue:
+                self._apply(item)
+                done += 1
         except Exception as error:  # any transport or server error: keep the rest for later
             log.warning("MLflow unreachable for run %s (%s); %d write(s) kept in %s", self.run_id,
                         type(error).__name__, len(queue) - done, self.spool_path)

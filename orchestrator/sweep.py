@@ -13,10 +13,12 @@ import contextlib
 import dataclasses
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
 import time
+import urllib.parse
 from typing import Callable, Iterator
 
 import ray
@@ -30,7 +32,8 @@ from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
-from orchestrator.tracking import SWEEP_TAG, client_for, ensure_experiment, fail_fast, flatten, poll, with_retries
+from orchestrator.tracking import (SWEEP_TAG, client_for, ensure_experiment, flatten, poll, use_fail_fast_http,
+                                   with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
@@ -46,12 +49,11 @@ class ParetoCallback(tune.Callback):
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        try:
-            with fail_fast():  # runs in Tune's event loop: skip this update rather than wait out an outage
-                client = client_for(self.tracking_uri)
-                records = collect_records(client, self.experiment_id, self.parent_run_id)
-                if records:
-                    publish_front(client, self.parent_run_id, records)
+        try:  # runs in Tune's event loop: with fail-fast HTTP, an outage skips this update rather than stalls
+            client = client_for(self.tracking_uri)
+            records = collect_records(client, self.experiment_id, self.parent_run_id)
+            if records:
+                publish_front(client, self.parent_run_id, records)
         except Exception as error:
             log.warning("could not update the Pareto front in MLflow yet (%s); the final one is written at the end",
                         error)
@@ -64,8 +66,8 @@ def _new_sweep_dir(cfg: SweepConfig) -> str:
 def _spool_dir(cfg: SweepConfig) -> str:
     """Where trials keep MLflow writes the server did not take: beside Tune's results when ``ray.storage_path``
     is a directory (one every node mounts, like the compose stack's ``runs`` volume), so the driver and
-    ``orchestrator.report --sync`` can replay them. A URI (s3://...) is no directory to append to: each node
-    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report --sync`` replays on that node."""
+    ``orchestrator.report sync=true`` can replay them. A URI (s3://...) is no directory to append to: each node
+    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report sync=true`` replays on that node."""
     if "://" in cfg.ray.storage_path:
         return os.path.abspath(DEFAULT_SPOOL)
     return os.path.join(cfg.ray.storage_path, "mlflow_spool")
@@ -82,7 +84,10 @@ def _scheduler(cfg: SweepConfig):
 
 
 SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
-_TIMEOUT_ENV = "MLFLOW_HTTP_REQUEST_TIMEOUT"
+
+
+def _connect(host: str, port: int) -> None:
+    socket.create_connection((host.strip("[]") or "127.0.0.1", port), timeout=SERVICE_TIMEOUT_S).close()
 
 
 def check_services(cfg: SweepConfig) -> None:
@@ -91,26 +96,20 @@ def check_services(cfg: SweepConfig) -> None:
     retries, then a traceback and a parent run left RUNNING)."""
     uri = cfg.mlflow.tracking_uri
     if uri.startswith(("http://", "https://")):
-        saved = os.environ.get(_TIMEOUT_ENV)
-        os.environ[_TIMEOUT_ENV] = str(int(SERVICE_TIMEOUT_S))  # this one request only (restored below)
+        url = urllib.parse.urlsplit(uri)
         try:
-            with fail_fast():
-                client_for(uri).search_experiments(max_results=1)
+            # The socket bounds an address that drops packets; the request checks an MLflow server answers.
+            _connect(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
+            client_for(uri).search_experiments(max_results=1)
         except Exception as error:  # connection refused, DNS, timeout, HTTP error: all mean "not usable"
             raise SystemExit(f"error: MLflow at {uri} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is unreachable "
                              f"({type(error).__name__}); start the server (e.g. `docker compose up mlflow`), fix "
                              "the address, or unset it for a local sqlite:///mlflow.db") from None
-        finally:
-            if saved is None:
-                os.environ.pop(_TIMEOUT_ENV, None)
-            else:
-                os.environ[_TIMEOUT_ENV] = saved
     address = cfg.ray.address
     if address and address != "auto":
-        host_port = address.split("://", 1)[-1]
-        host, _, port = host_port.rpartition(":")
+        host, _, port = address.split("://", 1)[-1].rpartition(":")
         try:
-            socket.create_connection((host.strip("[]") or "127.0.0.1", int(port)), timeout=SERVICE_TIMEOUT_S).close()
+            _connect(host, int(port))
         except (OSError, ValueError) as error:
             raise SystemExit(f"error: the Ray cluster at {address} (RAY_ADDRESS / ray.address) is unreachable "
                              f"({type(error).__name__}: {error}); start it (`ray start --head` or the compose "
@@ -133,7 +132,7 @@ def run_sweep(cfg: SweepConfig):
 
     Ends in a true state or exits non-zero: interrupted (Ctrl-C, SIGTERM) -> the parent and unfinished trial runs
     KILLED, exit 130; failed trials -> the parent FAILED, exit 1; MLflow unreachable at the end -> what is left
-    spooled for ``orchestrator.report --sync``, exit 3."""
+    spooled for ``orchestrator.report sync=true``, exit 3."""
     resume = resume_target(cfg.resume)
     raw, plan = cfg, plan_sweep(resolve_paths(cfg))
     validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
@@ -281,8 +280,9 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
     pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
     print(f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "
           f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "
-          f"{spool_dir}; when it is back, run: python -m orchestrator.report experiment={cfg.experiment} "
-          f"tracking_uri={cfg.mlflow.tracking_uri} spool_dir={spool_dir} --sync", file=sys.stderr)
+          f"{spool_dir}; when it is back, run: python -m orchestrator.report "
+          + shlex.join([f"experiment={cfg.experiment}", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}",
+                        f"spool_dir={spool_dir}", "sync=true"]), file=sys.stderr)
     raise SystemExit(3)
 
 
@@ -306,6 +306,7 @@ def main() -> None:
     from orchestrator.cli import run_hydra, sigterm_as_ctrl_c
 
     sigterm_as_ctrl_c()
+    use_fail_fast_http()
     run_hydra(run_sweep)
 
 

@@ -7,12 +7,11 @@ what an unreachable server does not take; reads and lookups live here.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
 import time
-from typing import Any, Callable, Iterator, Mapping, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
@@ -30,27 +29,18 @@ ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
 ERROR_TAG_LIMIT = 5000  # of its text: the first lines say enough
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param value
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff before it raises: about
-# 4 minutes per call (measured with mlflow 3.17 against a stopped server). Callers with a retry of their own
-# (the spool, ``with_retries``) or that may skip a write (the Pareto callback) fail at once instead, so an
-# outage of the tracking server never stalls a trial or Tune's event loop. The timeout bounds a hung server.
-_FAIL_FAST_ENV = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+# 4 minutes per call (measured with mlflow 3.17 against a stopped server). The orchestrator's callers have a retry
+# of their own (the spool, ``with_retries``, the end-of-sweep wait) or may skip a write (the Pareto callback), so
+# its processes fail at once instead, and an outage of the tracking server never stalls a trial or Tune's event
+# loop. The timeout bounds a hung server. MLflow reads these per request, from the environment only.
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
 
 
-@contextlib.contextmanager
-def fail_fast() -> Iterator[None]:
-    """MLflow HTTP calls inside this block raise at once when the server is unreachable (read per request by
-    ``mlflow.utils.rest_utils.http_request``); an explicit ``MLFLOW_HTTP_REQUEST_*`` setting is kept."""
-    saved = {key: os.environ.get(key) for key in _FAIL_FAST_ENV}
-    for key, value in _FAIL_FAST_ENV.items():
+def use_fail_fast_http() -> None:
+    """For entry points and trial workers (a process-wide setting they opt in to): MLflow HTTP calls in this process
+    raise at once when the server is unreachable. An explicit ``MLFLOW_HTTP_REQUEST_*`` setting is kept."""
+    for key, value in FAIL_FAST_HTTP.items():
         os.environ.setdefault(key, value)
-    try:
-        yield
-    finally:
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 def client_for(tracking_uri: str) -> MlflowClient:
@@ -104,8 +94,7 @@ def with_retries(fn: Callable[[], Any], what: str, timeout_s: float = 120.0, int
 
     def attempt() -> tuple | None:
         try:
-            with fail_fast():
-                return (fn(),)  # a tuple: a result of None or [] is still a success
+            return (fn(),)  # a tuple: a result of None or [] is still a success
         except Exception as error:
             log.warning("%s failed (%s); retrying", what, type(error).__name__)
             errors.append(error)

@@ -15,7 +15,7 @@ from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.config import SweepConfig, plan_sweep, resolve_paths, trial_name
 from orchestrator.pretrained import backbone_weights
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
-from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment
+from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment, use_fail_fast_http
 from orchestrator.trainable import record_trial, with_weights
 from orchestrator.validate import local_resources, validate
 
@@ -64,6 +64,7 @@ def main() -> None:
 
     sigterm_as_ctrl_c()
     retain_freed_memory()
+    use_fail_fast_http()
     try:
         run_hydra(run_one, singular_args(sys.argv[1:]))
     except KeyboardInterrupt:

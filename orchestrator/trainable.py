@@ -25,7 +25,8 @@ from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
 from orchestrator.spool import Recorder
-from orchestrator.tracking import ERROR_TAG, ERROR_TAG_LIMIT, client_for, fail_fast, find_or_create_child, flatten, with_retries
+from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, client_for, find_or_create_child, flatten,
+                                   use_fail_fast_http, with_retries)
 
 log = logging.getLogger(__name__)
 
@@ -52,8 +53,7 @@ def _domain_table(result: bap.TrainResult) -> str:
 
 def _logged_epochs(recorder: Recorder) -> set[int]:
     try:
-        with fail_fast():
-            return {m.step for m in recorder.client.get_metric_history(recorder.run_id, M.VAL_ACC_MEAN)}
+        return {m.step for m in recorder.client.get_metric_history(recorder.run_id, M.VAL_ACC_MEAN)}
     except Exception:  # server down: what it misses is re-logged from the checkpoint's history next time
         return set()
 
@@ -131,7 +131,7 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     recorder.terminate("FINISHED")
     if not recorder.flush(timeout_s=30):
         log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "
-                    "`python -m orchestrator.report --sync` when the server is back",
+                    "`python -m orchestrator.report sync=true` when the server is back",
                     recorder.pending(), recorder.run_id, recorder.spool_path)
     return result
 
@@ -162,6 +162,7 @@ def run_trial(
     # The trial's worker process is this entry point's own: its process-wide settings are set here.
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     retain_freed_memory()
+    use_fail_fast_http()
     work = tempfile.mkdtemp(prefix="bap-trial-")
     try:
         cfg = with_weights(trial_config(sweep, params), params, weights, work)

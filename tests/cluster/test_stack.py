@@ -267,7 +267,7 @@ def test_report_sync_replays_writes_spooled_while_mlflow_was_down(stack, experim
 
     def sync():  # the documented recovery command
         return subprocess.run([sys.executable, "-m", "orchestrator.report", f"experiment={experiment}",
-                               f"spool_dir={spool_dir}", "--sync"], cwd=tmp_path,
+                               f"spool_dir={spool_dir}", "sync=true"], cwd=tmp_path,
                               env={**base_env(), "MLFLOW_TRACKING_URI": stack.mlflow.url},
                               capture_output=True, text=True, timeout=120)
 
@@ -330,7 +330,7 @@ def test_mlflow_down_at_the_end_is_closed_by_report_sync(stack, experiment, tmp_
         stack.mlflow.start()
     (line,) = [x for x in driver.log().splitlines() if "unreachable at the end of the sweep" in x]
     command = shlex.split(line.split("run: ", 1)[1])
-    assert command[:3] == ["python", "-m", "orchestrator.report"] and "--sync" in command
+    assert command[:3] == ["python", "-m", "orchestrator.report"] and "sync=true" in command
     (parent,) = parents(client, experiment)
     assert parent.info.status == "RUNNING"  # nothing closed it yet
 

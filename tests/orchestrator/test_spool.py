@@ -14,7 +14,7 @@ from orchestrator.config import RayConfig, SweepConfig
 from orchestrator.report import report
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.sweep import _spool_dir
-from orchestrator.tracking import fail_fast
+from orchestrator.tracking import FAIL_FAST_HTTP, use_fail_fast_http
 
 
 def closed_port_uri() -> str:
@@ -34,13 +34,11 @@ def test_writes_to_an_unreachable_server_are_spooled_at_once(tmp_path):
     assert recorder.pending() == 4
 
 
-def test_fail_fast_keeps_an_explicit_setting_and_restores_the_environment(monkeypatch):
+def test_fail_fast_http_keeps_an_explicit_setting(monkeypatch):
     monkeypatch.delenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", raising=False)
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")
-    with fail_fast():
-        assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
-        assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
-    assert "MLFLOW_HTTP_REQUEST_MAX_RETRIES" not in os.environ
+    use_fail_fast_http()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "0"
     assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"
 
 
@@ -58,6 +56,24 @@ class FlakyClient:
 
     def set_terminated(self, run_id, status):
         self.terminated.append(status)
+
+
+def test_recording_leaves_the_process_environment_alone(monkeypatch, tmp_path):
+    """A library call changes no process-wide setting, not even while it runs (the entry points opt in)."""
+    for key in FAIL_FAST_HTTP:
+        monkeypatch.delenv(key, raising=False)
+    before = dict(os.environ)
+    seen = []
+
+    class WatchingClient(FlakyClient):
+        def log_batch(self, *args, **kwargs):
+            seen.append(dict(os.environ))
+            super().log_batch(*args, **kwargs)
+
+    recorder = Recorder(WatchingClient(failures=1), "run", str(tmp_path))
+    recorder.log_metrics({"val/acc_mean": 1.0}, step=0)  # refused: spooled
+    recorder.log_metrics({"val/acc_mean": 2.0}, step=1)  # replays both
+    assert seen == [before] * 3 and dict(os.environ) == before
 
 
 def test_flush_retries_until_the_server_is_back_and_replays_once_in_order(tmp_path):

@@ -1,9 +1,10 @@
 """Every run ends in a true state: a failed trial is FAILED with its error, an unfinished one KILLED, and a sweep
-whose end MLflow missed is closed by ``orchestrator.report --sync`` with the status the driver decided."""
+whose end MLflow missed is closed by ``orchestrator.report sync=true`` with the status the driver decided."""
 
 from __future__ import annotations
 
 import json
+import shlex
 import socket
 
 import pytest
@@ -110,14 +111,14 @@ def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_
     line = capsys.readouterr().err.strip()
     assert "unreachable at the end of the sweep" in line and "(FINISHED)" in line and str(spool) in line
     command = line.split("run: ", 1)[1]
-    assert command == (f"python -m orchestrator.report experiment=exp tracking_uri={down_uri} "
-                       f"spool_dir={spool} --sync")
+    assert command == (f"python -m orchestrator.report experiment=exp mlflow.tracking_uri={down_uri} "
+                       f"spool_dir={spool} sync=true")
     with open(spool / f"{parent}.jsonl") as f:
         assert [json.loads(line)["op"] for line in f] == [FINISH_SWEEP]
     assert client.get_run(parent).info.status == "RUNNING"  # nothing reached the store
 
     # The server is back (here: the same store, reached directly): the printed command, pointed at it.
-    report_main(["experiment=exp", f"tracking_uri={uri}", f"spool_dir={spool}", "--sync"])
+    report_main([arg.replace(down_uri, uri) for arg in shlex.split(command)[3:]])
     assert client.get_run(done).data.tags["late"] == "write"  # the trial's write first, then the closing
     assert client.get_run(parent).info.status == "FINISHED"
     assert client.get_run(unfinished).info.status == "KILLED"
