@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import re
@@ -83,6 +84,18 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     if "load_average" in info:
         lines.append(f"- load average at start (1, 5, 15 min): {', '.join(map(str, info['load_average']))}")
     return "\n".join(lines)
+
+
+# ---- subprocesses ----------------------------------------------------------------------------------------------
+def run_json_process(command: Sequence[str], what: str, env: Optional[Mapping[str, str]] = None,
+                     cwd: Optional[str | os.PathLike] = None, timeout: Optional[float] = None) -> Any:
+    """Run ``command`` (a fresh Python process measuring something away from this one) and return its last stdout
+    line parsed as JSON; raises with the end of its stderr if it fails (``what`` names it in the message)."""
+    done = subprocess.run(list(command), cwd=cwd, env=None if env is None else dict(env), capture_output=True,
+                          text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-4000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 # ---- timing ----------------------------------------------------------------------------------------------------

@@ -28,7 +28,6 @@ import functools
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -40,7 +39,7 @@ import torch
 import bap
 from bap.engine.hooks import CheckpointHook
 from benchmarks._common import (add_common_args, describe_machine, machine_info, markdown_table, print_result,
-                                write_section)
+                                run_json_process, write_section)
 from benchmarks._sweep_timing import (SweepTiming, TrialSize, compose, in_trial_overheads, loop_train_times, median,
                                       per_trial_overhead, run_sweep_process, scratch_dir, slot_gaps, sweep_efficiency,
                                       sweep_overrides, warm_up)
@@ -144,11 +143,8 @@ print(json.dumps({"import": imported - start, "data": time.perf_counter() - impo
 def fresh_process_costs(cfg: SweepConfig) -> dict[str, float]:
     """Seconds a new worker process spends importing the trainable ("import") and building the data ("data")."""
     env = {**base_env(), "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", FRESH_PROCESS, json.dumps(dataclasses.asdict(cfg.data))],
-                          env=env, capture_output=True, text=True, timeout=300)
-    if done.returncode != 0:
-        raise RuntimeError(f"timing a fresh process failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return run_json_process([sys.executable, "-c", FRESH_PROCESS, json.dumps(dataclasses.asdict(cfg.data))],
+                            "timing a fresh process", env=env, timeout=300)
 
 
 def run_repetition(index: int, cfg: SweepConfig, overrides: dict[int, list[str]], cores: int,

@@ -152,3 +152,12 @@ def test_git_commit_names_the_checked_out_commit():
 
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True)
     assert git_commit().split("-")[0] == head.stdout.strip()
+
+
+def test_run_json_process_reads_the_last_line_and_names_a_failure():
+    from benchmarks._common import run_json_process
+
+    code = "import json, sys; print('log line'); print(json.dumps({'argv': sys.argv[1:]}))"
+    assert run_json_process([sys.executable, "-c", code, "a"], "echo") == {"argv": ["a"]}
+    with pytest.raises(RuntimeError, match="the failing step failed:\n.*boom"):
+        run_json_process([sys.executable, "-c", "raise SystemExit('boom')"], "the failing step")
