@@ -11,13 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import bap
-from bap import metrics as M
 from orchestrator.config import MlflowConfig, SweepConfig
-from orchestrator.front import finish_sweep
 from orchestrator.report import main as report_main
 from orchestrator.spool import FINISH_SWEEP, Recorder, sync_spools
 from orchestrator.sweep import _close
-from orchestrator.tracking import ERROR_TAG, PARETO_TAG, SWEEP_TAG, find_or_create_child
+from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
 from orchestrator.trainable import record_trial
 
 PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
@@ -27,13 +25,6 @@ def closed_port_uri() -> str:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
-
-
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    return uri, client, client.create_experiment("exp")
 
 
 def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(store, tmp_path):
@@ -70,34 +61,10 @@ def test_a_stopped_trial_is_killed(store, tmp_path):
     assert run.info.status == "KILLED" and ERROR_TAG not in run.data.tags
 
 
-def _sweep_with_two_trials(client, experiment_id):
-    parent = client.create_run(experiment_id, tags={SWEEP_TAG: "/runs/exp_1"}).info.run_id
-    done = find_or_create_child(client, experiment_id, parent, "t0", "done")
-    for key, value in ((M.ACC_MEAN, 50.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
-        client.log_metric(done, key, value)
-    client.set_terminated(done, "FINISHED")
-    unfinished = find_or_create_child(client, experiment_id, parent, "t1", "unfinished")
-    return parent, done, unfinished
-
-
-def test_finish_sweep_kills_unfinished_trials_publishes_the_front_and_closes_the_parent(store):
+def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_it(store, two_trial_sweep, tmp_path,
+                                                                                   capsys):
     uri, client, experiment_id = store
-    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
-    crashed = find_or_create_child(client, experiment_id, parent, "t2", "crashed")  # its worker died
-    table = finish_sweep(client, experiment_id, parent, "KILLED", {"t2": "RayActorError: the actor died"})
-    assert client.get_run(crashed).info.status == "FAILED"
-    assert client.get_run(crashed).data.tags[ERROR_TAG] == "RayActorError: the actor died"
-    assert [row["run_id"] for row in table] == [done]
-    assert client.get_run(unfinished).info.status == "KILLED"
-    assert client.get_run(done).info.status == "FINISHED"
-    assert client.get_run(done).data.tags[PARETO_TAG] == "true"
-    assert client.get_run(parent).info.status == "KILLED"
-    assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
-
-
-def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_it(store, tmp_path, capsys):
-    uri, client, experiment_id = store
-    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    parent, done, unfinished = two_trial_sweep
     spool = tmp_path / "spool"
     down_uri = closed_port_uri()
     trial = Recorder(MlflowClient(down_uri), done, str(spool))
@@ -127,9 +94,9 @@ def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_
     assert sync_spools(uri, str(spool)) == {}  # replayed once: nothing left to repeat
 
 
-def test_the_closing_waits_for_the_trials_spools(store, tmp_path):
+def test_the_closing_waits_for_the_trials_spools(store, two_trial_sweep, tmp_path):
     uri, client, experiment_id = store
-    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    parent, done, unfinished = two_trial_sweep
     spool = tmp_path / "spool"
     down = MlflowClient(closed_port_uri())
     Recorder(down, unfinished, str(spool)).terminate("FINISHED")  # it did finish; MLflow missed the news
@@ -163,9 +130,9 @@ class FailsOnce:
         return self.client.search_runs(*args, **kwargs)
 
 
-def test_a_server_back_just_in_time_still_gives_the_true_front(store, tmp_path):
+def test_a_server_back_just_in_time_still_gives_the_true_front(store, two_trial_sweep, tmp_path):
     uri, client, experiment_id = store
-    parent, done, unfinished = _sweep_with_two_trials(client, experiment_id)
+    parent, done, unfinished = two_trial_sweep
     flaky = FailsOnce(client)
     cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=uri, end_wait_s=0))
     table = _close(cfg, flaky, experiment_id, parent, Recorder(flaky, parent, str(tmp_path / "spool")), "FINISHED",

@@ -9,7 +9,6 @@ import pickle
 import time
 
 import pytest
-from mlflow.tracking import MlflowClient
 
 from orchestrator.config import SweepConfig
 from orchestrator.resume import (DIGESTS_KEPT, LATEST, LAUNCH_DIR_TAG, DigestRecorder, check_restorable,
@@ -55,13 +54,6 @@ def test_a_changed_config_is_refused_naming_every_key_and_the_ways_out():
 def test_a_sweep_recorded_without_its_config_is_not_resumed():
     with pytest.raises(SystemExit, match=r"data.root: \(unset\) ->"):
         check_same_sweep({}, SweepConfig(resume="true"))
-
-
-@pytest.fixture
-def store(tmp_path):
-    uri = f"sqlite:///{tmp_path}/mlflow.db"
-    client = MlflowClient(uri)
-    return uri, client, client.create_experiment("exp")
 
 
 def _parent(client, experiment_id, sweep_dir, status=None, launch_dir="/launch"):
