@@ -111,6 +111,8 @@ class SweepConfig:
     ray: RayConfig = field(default_factory=RayConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+    # When set, the front's models are registered under this name, tagged budget, sharing, backbone and domain_set.
+    model_registry: Optional[str] = None
 
 
 def _axis(values: Optional[list], fixed: Any) -> list:

@@ -24,6 +24,7 @@ from bap import metrics as M
 from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
 from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
+from orchestrator.mlflow_model import log_pyfunc_model
 from orchestrator.spool import Recorder
 from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, client_for, find_or_create_child, flatten,
                                    use_fail_fast_http, with_retries)
@@ -128,6 +129,7 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     model_path = os.path.join(os.path.dirname(recorder.spool_path), f"{recorder.run_id}.files", "model.bap")
     bap.save(result.pruned.cpu(), model_path)
     recorder.log_artifact(model_path, "model")
+    log_pyfunc_model(recorder, model_path)
     recorder.terminate("FINISHED")
     if not recorder.flush(timeout_s=30):
         log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "

@@ -1,0 +1,156 @@
+"""Every trial's pruned model as an MLflow logged model: a pyfunc serving all its domains, and its registration.
+
+The pyfunc wraps the trial's ``.bap`` file (``bap.save``: weights only, loading it unpickles nothing). Its input is
+a batch of rows ``{"domain": str, "image": C x H x W floats}``: each row names its domain, because one model serves
+several. An image is the normalized tensor that domain's eval transform yields (``bap.data``): the model holds no
+preprocessing, and Decathlon domains differ in size. Its output is one row per input, ``{"logits": [...]}``, as
+many as that domain has classes.
+
+How it loads elsewhere: the model is logged from code, this very file, which ``mlflow.pyfunc.load_model`` runs
+(no pickled class), and the ``bap`` package goes in as ``code_paths``, which MLflow puts first on ``sys.path``. A
+lab needs only the model's listed requirements (torch, numpy, tqdm, pandas, mlflow), not ``bap-sweeps``, whose
+pyproject pulls in Ray and Hydra, and it gets the very ``bap`` that wrote the file, so the format version always
+matches. That is why this file imports nothing from ``orchestrator``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+from importlib.metadata import version
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+from mlflow.models import ModelSignature
+from mlflow.types.schema import Array, ColSpec, DataType, Schema
+
+import bap
+
+if TYPE_CHECKING:  # annotations only: the model's copy of this file runs without orchestrator
+    from orchestrator.spool import Recorder
+
+log = logging.getLogger(__name__)
+
+# The logged model's name, and the run's artifact folder holding the same files when MLflow was unreachable.
+MODEL_NAME = "bap_pyfunc"
+# Doubles in, as JSON numbers are (MLflow will not narrow them to float32 itself); the model computes in float32.
+SIGNATURE = ModelSignature(
+    inputs=Schema([ColSpec(DataType.string, "domain"), ColSpec(Array(Array(Array(DataType.double))), "image")]),
+    outputs=Schema([ColSpec(Array(DataType.double), "logits")]),
+)
+# The input example shows the format only: a domain's real side is its eval transform's.
+EXAMPLE_SIDE = 32
+REGISTRY_TAGS = ("budget", "sharing", "backbone", "domain_set")
+_REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "tqdm")  # what `import bap` and the wrapper import
+
+
+class BapModel(mlflow.pyfunc.PythonModel):
+    def load_context(self, context) -> None:
+        self.model = bap.load(context.artifacts["model"])
+
+    def predict(self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        unknown = sorted(set(model_input["domain"]) - set(self.model.domains))
+        if unknown:  # a client's error: the scoring server answers 400, not 500
+            raise mlflow.MlflowException.invalid_parameter_value(
+                f"unknown domain(s) {unknown}; this model serves {self.model.domains}")
+        # One forward per domain and image size, the rows put back in input order.
+        groups: dict[tuple, list[tuple[int, torch.Tensor]]] = {}
+        for i, (domain, image) in enumerate(zip(model_input["domain"], model_input["image"])):
+            x = torch.as_tensor(np.asarray(image, dtype=np.float32))
+            groups.setdefault((domain, tuple(x.shape)), []).append((i, x))
+        logits: list[list[float]] = [[] for _ in range(len(model_input))]
+        with torch.inference_mode():
+            for (domain, _), rows in groups.items():
+                for (i, _), out in zip(rows, self.model(torch.stack([x for _, x in rows]), domain)):
+                    logits[i] = out.tolist()
+        return pd.DataFrame({"logits": logits})
+
+
+if __name__ != "orchestrator.mlflow_model":  # run by MLflow as the model's code, not imported as this library
+    mlflow.models.set_model(BapModel())
+
+
+def _requirements() -> list[str]:
+    # Without the local label (2.14.0+cpu -> 2.14.0), which any build of that release satisfies.
+    return [f"{name}=={version(name).split('+')[0]}" for name in _REQUIREMENTS]
+
+
+def save_pyfunc_model(bap_path: str, directory: str) -> None:
+    """Write the pyfunc model of the ``.bap`` file at ``bap_path`` to ``directory`` (replaced if it exists)."""
+    num_classes = bap.load(bap_path).num_classes
+    domains = list(num_classes)[:2]
+    image = np.zeros((3, EXAMPLE_SIDE, EXAMPLE_SIDE)).tolist()
+    shutil.rmtree(directory, ignore_errors=True)  # a retried trial saves again
+    mlflow.pyfunc.save_model(
+        directory, python_model=__file__, artifacts={"model": bap_path},
+        code_paths=[os.path.dirname(bap.__file__)], signature=SIGNATURE,
+        input_example=pd.DataFrame({"domain": domains, "image": [image] * len(domains)}),
+        pip_requirements=_requirements(), metadata={"num_classes": num_classes},
+    )
+
+
+def log_pyfunc_model(recorder: Recorder, bap_path: str) -> str | None:
+    """Log the ``.bap`` file at ``bap_path`` as the logged model ``MODEL_NAME`` of ``recorder``'s run; returns its
+    model id, or None when MLflow was unreachable.
+
+    Then its files reach the run through the spool, as the artifact folder ``MODEL_NAME``. Once replayed they load
+    and serve as ``runs:/<run id>/bap_pyfunc`` (the same URI as a logged model's) and ``register_front_models``
+    registers them, but they are no logged model: the run lists none and there is no ``models:/<id>`` URI. A logged
+    model the outage interrupted stays PENDING, never registered."""
+    directory = os.path.join(os.path.dirname(bap_path), MODEL_NAME)
+    save_pyfunc_model(bap_path, directory)
+    client, run_id = recorder.client, recorder.run_id
+    try:
+        experiment_id = client.get_run(run_id).info.experiment_id
+        model_id = client.create_logged_model(experiment_id, name=MODEL_NAME, source_run_id=run_id).model_id
+        client.log_model_artifacts(model_id, directory)
+        client.log_outputs(run_id, [LoggedModelOutput(model_id, step=0)])
+        client.finalize_logged_model(model_id, LoggedModelStatus.READY)
+    except Exception as error:  # any transport or server error, as in the Recorder
+        log.warning("MLflow unreachable (%s): the pyfunc model of run %s is spooled as its artifact folder %s",
+                    type(error).__name__, run_id, MODEL_NAME)
+        recorder.log_artifact(directory)
+        return None
+    shutil.rmtree(directory)
+    return model_id
+
+
+def _model_source(client, run_id: str) -> tuple[str | None, str | None]:
+    """(source URI, logged model id) of the run's newest READY model, else of its spooled folder; Nones if neither."""
+    run = client.get_run(run_id)
+    models = client.search_logged_models(  # a filter on status matches nothing in MLflow 3.17's SQL store
+        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'",
+        order_by=[{"field_name": "creation_timestamp", "ascending": False}])
+    ready = next((m for m in models if m.status == LoggedModelStatus.READY), None)
+    # Its location, not models:/<id>: MLflow's SQL registry would resolve that through the global tracking URI.
+    if ready is not None:
+        return ready.artifact_location, ready.model_id
+    # The root listing: one of the folder would also look for a logged model of that name, through the global URI.
+    if any(f.path == MODEL_NAME and f.is_dir for f in client.list_artifacts(run_id)):
+        return f"{run.info.artifact_uri}/{MODEL_NAME}", None
+    return None, None
+
+
+def register_front_models(client, table: Sequence[Mapping[str, Any]], name: str) -> list:
+    """Register the model of every front run of ``table`` (``orchestrator.plots.pareto_table`` rows with
+    ``pareto_params``) as a version of ``name``, tagged with its budget, sharing, backbone and domain set; returns
+    the new versions. A run registered under ``name`` before is skipped, so a repeated closing adds none."""
+    if not client.search_registered_models(filter_string=f"name = '{name}'"):
+        client.create_registered_model(name)
+    registered = {v.run_id for v in client.search_model_versions(f"name = '{name}'")}
+    versions = []
+    for row in table:
+        if not row["pareto_params"] or row["run_id"] in registered:
+            continue
+        source, model_id = _model_source(client, row["run_id"])
+        if source is None:
+            log.warning("front run %s has no pyfunc model; not registered under %r", row["run_id"], name)
+            continue
+        versions.append(client.create_model_version(
+            name, source, run_id=row["run_id"], tags={k: str(row[k]) for k in REGISTRY_TAGS}, model_id=model_id))
+    return versions
