@@ -15,6 +15,7 @@ import torch
 __all__ = [
     "ACC_MEAN",
     "ACC_MEAN_BEFORE_PROJECTION",
+    "FRONT_SIZE",
     "BUDGET_TARGET",
     "BUDGET_MET",
     "DECATHLON_BASELINE",
@@ -32,13 +33,17 @@ __all__ = [
     "SCORE_PER_PARAMS_RATIO",
     "SHARING_WEIGHT",
     "SWITCHES",
+    "TRIALS_FAILED",
+    "TRIALS_FINISHED",
     "UNION_FRACTION",
     "VAL_ACC_MEAN",
     "acc_key",
     "accuracy",
+    "best_acc_key",
     "budget_usage_key",
     "decathlon_score",
     "efficiency",
+    "hypervolume_key",
     "loss_key",
     "macs_key",
     "mean_accuracy",
@@ -76,6 +81,12 @@ SHARING_WEIGHT = "sharing_weight"  # the effective weight; changes over training
 BUDGET_TARGET = "budget_target"  # the usage each domain may have at this point of the budget's annealing
 
 
+# A sweep's summary on its parent run, logged as trials finish with step = trials finished (so MLflow draws curves).
+TRIALS_FINISHED = "sweep/trials_finished"  # trials with final, pruned-model metrics
+TRIALS_FAILED = "sweep/trials_failed"
+FRONT_SIZE = "sweep/front_size"  # configurations on the accuracy-vs-parameters fronts, all groups together
+
+
 def _keyed(prefix: str, doc: str) -> Callable[[str], str]:
     def key(name: str) -> str:
         return f"{prefix}/{name}"
@@ -92,6 +103,10 @@ loss_key = _keyed("loss", "``loss/<name>``, e.g. ``loss_key(\"ce/dtd\")``; the s
 macs_key = _keyed("macs", "MACs per image of a domain in the pruned model.")
 projected_off_key = _keyed("projected_off", "Switches the post-training projection turned off for a domain "
                                             "(METHOD 2 asks to report it).")
+hypervolume_key = _keyed("hypervolume", "A group's (``backbone/domain set``) accuracy-vs-params_ratio front "
+                                          "hypervolume against orchestrator.pareto.HV_REFERENCE, on a sweep's parent.")
+best_acc_key = _keyed("best_acc", "Best configuration-mean ACC_MEAN at a budget (``best_acc/b0.5``), on a sweep's "
+                                  "parent.")
 projected_share_key = _keyed("projected_share", "Share of a domain's budget (in the budget's unit) the final "
                                                 "projection turned off.")
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from bap.atomic import atomic_path
 from bap.config import DataConfig
@@ -58,8 +59,11 @@ class PretrainConfig:
             raise ValueError(f"pretrain.lr={self.lr} must be > 0")
 
 
-def pretrain(cfg: PretrainConfig, data: DomainData, out: str) -> float:
-    """Train every weight of ``cfg.backbone`` on ``data`` (SGD, one-cycle LR); save to ``out``; return val top-1 (%)."""
+def pretrain(cfg: PretrainConfig, data: DomainData, out: str, progress: bool = False) -> float:
+    """Train every weight of ``cfg.backbone`` on ``data`` (SGD, one-cycle LR); save to ``out``; return val top-1 (%).
+
+    ``progress``: a progress bar over the steps with its ETA (a person waiting at a terminal), instead of one log
+    line per epoch."""
     torch.manual_seed(cfg.seed)
     device = resolve_device(cfg.device)
     # A single-domain net trains its convs, so no conv is switched and every weight is trainable.
@@ -74,6 +78,8 @@ def pretrain(cfg: PretrainConfig, data: DomainData, out: str) -> float:
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=total)
     else:
         schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total)
+    bar = tqdm(total=total, desc=f"pretrain {cfg.backbone} on {data.name}", unit="step", dynamic_ncols=True,
+               disable=not progress)
     for epoch in range(cfg.epochs):
         losses = []
         for x, y in train_batches(data.train, cfg.batch_size, cfg.steps_per_epoch, batch_seed(cfg.seed, epoch, 0)):
@@ -83,7 +89,13 @@ def pretrain(cfg: PretrainConfig, data: DomainData, out: str) -> float:
             optimizer.step()
             schedule.step()
             losses.append(loss.item())
-        log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, cfg.epochs, sum(losses) / len(losses))
+            bar.update(1)
+        mean_loss = sum(losses) / len(losses)
+        if progress:
+            bar.set_postfix(epoch=f"{epoch + 1}/{cfg.epochs}", loss=f"{mean_loss:.3f}")
+        else:
+            log.info("pretrain epoch %d/%d: loss %.3f", epoch + 1, cfg.epochs, mean_loss)
+    bar.close()
     acc = evaluate(model, {data.name: data}, 256, device)[data.name]
     with atomic_path(out) as tmp:
         torch.save(single_domain_state_dict(model, data.name), tmp)
@@ -116,7 +128,7 @@ def main() -> None:
     cfg = PretrainConfig(backbone=args.backbone, width=args.width, epochs=args.epochs,
                          steps_per_epoch=args.steps_per_epoch, batch_size=args.batch_size, lr=args.lr,
                          schedule=args.schedule, weight_decay=args.weight_decay, device=args.device)
-    pretrain(cfg, build_source(data_cfg), args.out)
+    pretrain(cfg, build_source(data_cfg), args.out, progress=True)
 
 
 if __name__ == "__main__":

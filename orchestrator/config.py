@@ -65,6 +65,14 @@ class MlflowConfig:
     # How long the driver waits for an unreachable MLflow at the end of a sweep before it leaves the remaining
     # writes, the front and the parent run's status in the spool for `orchestrator.report sync=true`.
     end_wait_s: float = 60.0
+    # Each trial's system metrics (MLflow's own: CPU, memory, disk, network, GPU where present) sampled this often;
+    # 0 turns them off.
+    system_metrics_every_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.system_metrics_every_s < 0:
+            raise ValueError(f"mlflow.system_metrics_every_s={self.system_metrics_every_s} must be >= 0 (0 turns "
+                             "system metrics off)")
 
 
 @dataclass
@@ -78,6 +86,8 @@ class ReportConfig:
     spool_dir: Optional[str] = None
     # Let trials whose final budget projection was heavy onto the front (left off by default).
     include_heavy: bool = False
+    # When set, the models of the front this report publishes are registered under this name (as a sweep does).
+    model_registry: Optional[str] = None
 
     def __post_init__(self) -> None:
         if not self.experiment:

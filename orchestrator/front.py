@@ -1,20 +1,32 @@
-"""The Pareto front of a sweep (or an experiment) from its MLflow records: read, tabulate, publish.
+"""The Pareto front of a sweep (or an experiment) from its MLflow records: read, summarise, tabulate, publish.
 
-Used by the sweep driver (after each finished trial and at the end) and by ``orchestrator.report``, so the
-sweep's own plots and a report made days later come from the same code and the same records.
+Used by the sweep driver (as trials finish and at the end) and by ``orchestrator.report``, so the sweep's own
+page and a report made days later come from the same code and the same records. What a run page shows: the plots
+and ``pareto.csv``, the front as an MLflow table (``front.json``, searchable in the UI), the front in the run's
+description, and the summary metrics (``summary_metrics``) with the finished-trial count as their step.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
-from typing import Any, Mapping
+import time
+from typing import Any, Iterable, Mapping, MutableMapping
 
+from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from bap import metrics as M
-from orchestrator.plots import pareto_table, write_pareto_report
-from orchestrator.tracking import ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, TRIAL_ID_TAG, child_runs
+from orchestrator.pareto import group_points, hypervolume, pareto_front
+from orchestrator.plots import configurations, front_accuracy, group_key, pareto_table, write_pareto_report
+from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG,
+                                   child_runs)
+
+FRONT_TABLE = "front.json"  # the front as an MLflow table artifact (``log_table``)
+# The front's columns, in the description and the table artifact.
+FRONT_COLUMNS = ("domain_set", "backbone", "sharing", "budget", "seeds", "acc_mean_mean", "acc_mean_low",
+                 "acc_mean_high", "params_ratio_mean", "macs_ratio_mean")
 
 
 def run_record(run: Any) -> dict[str, Any]:
@@ -40,18 +52,91 @@ def run_record(run: Any) -> dict[str, Any]:
 
 def collect_records(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> list[dict]:
     """Finished trials (those with final pruned-model metrics) of one sweep, or of every sweep."""
-    records = [run_record(r) for r in child_runs(client, experiment_id, parent_run_id)]
+    return finished_records(child_runs(client, experiment_id, parent_run_id))
+
+
+def finished_records(runs: Iterable[Any]) -> list[dict]:
+    records = [run_record(r) for r in runs]
     return [r for r in records if r[M.PARAMS_TOTAL] is not None]
 
 
-def publish_front(client: MlflowClient, run_id: str, records: list[dict], experiment_id: str | None = None) -> list[dict]:
-    """Write the plots and CSV to ``run_id``'s artifacts and tag every trial ``pareto_optimal=true|false``."""
+def pareto_tags(runs: Iterable[Any]) -> dict[str, str]:
+    """Run id -> its ``pareto_optimal`` tag as read, for ``publish_front`` to re-tag only what changes."""
+    return {r.info.run_id: r.data.tags[PARETO_TAG] for r in runs if PARETO_TAG in r.data.tags}
+
+
+def summary_metrics(records: list[dict], failed: int) -> dict[str, float]:
+    """The sweep so far, for its parent run: trials finished and failed, the number of configurations on the
+    fronts, each group's hypervolume (accuracy vs params_ratio, against ``pareto.HV_REFERENCE``) and the best
+    configuration-mean accuracy at each budget. Seeds of one configuration count as one point, their mean."""
+    points = configurations(records)
+    metrics = {M.TRIALS_FINISHED: float(len(records)), M.TRIALS_FAILED: float(failed), M.FRONT_SIZE: 0.0}
+    for (domain_set, backbone), members in group_points(points, group_key).items():
+        # MLflow keys take no "+": dtd+svhn -> dtd.svhn
+        metrics[M.hypervolume_key(f"{backbone}/{domain_set.replace('+', '.')}")] = hypervolume(
+            members, front_accuracy, M.PARAMS_RATIO)
+        metrics[M.FRONT_SIZE] += len(pareto_front(members, front_accuracy, M.PARAMS_RATIO))
+    for budget, members in group_points(points, "budget").items():
+        accuracies = [front_accuracy(p) for p in members if front_accuracy(p) is not None]
+        if accuracies:
+            metrics[M.best_acc_key(f"b{float(budget):g}")] = max(accuracies)
+    return metrics
+
+
+def log_summary(client: MlflowClient, run_id: str, records: list[dict], failed: int) -> None:
+    """``summary_metrics`` in one request, with the finished-trial count as the step."""
+    now, step = int(time.time() * 1000), len(records)
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in summary_metrics(records, failed).items()])
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def front_rows(table: list[dict]) -> list[dict]:
+    """One row per configuration on its group's accuracy-vs-params front (``FRONT_COLUMNS``)."""
+    rows: dict[tuple, dict] = {}
+    for row in table:
+        if row.get("pareto_params"):
+            key = tuple(row[c] for c in ("domain_set", "backbone", "sharing", "budget"))
+            rows.setdefault(key, {c: row.get(c) for c in FRONT_COLUMNS})
+    return list(rows.values())
+
+
+def front_markdown(table: list[dict]) -> str:
+    """The front as a markdown table: configuration means with their 95% intervals over seeds."""
+    rows = front_rows(table)
+    if not rows:
+        return "No finished trial yet."
+    lines = ["| domain set | backbone | sharing | budget | seeds | acc_mean (95% CI) | params_ratio | macs_ratio |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        interval = "" if r["acc_mean_low"] is None else f" ({_cell(r['acc_mean_low'])}-{_cell(r['acc_mean_high'])})"
+        lines.append(f"| {r['domain_set']} | {r['backbone']} | {r['sharing']} | {_cell(r['budget'])} | {r['seeds']} "
+                     f"| {_cell(r['acc_mean_mean'])}{interval} | {_cell(r['params_ratio_mean'])} "
+                     f"| {_cell(r['macs_ratio_mean'])} |")
+    return "\n".join(lines)
+
+
+def publish_front(client: MlflowClient, run_id: str, records: list[dict], tagged: MutableMapping[str, str] | None = None,
+                  note: str = "") -> list[dict]:
+    """Publish the front of ``records`` to ``run_id``: the plots and CSV, the front table artifact and a description
+    (``note`` above the front's markdown table); tag each trial ``pareto_optimal=true|false``. ``tagged`` (run id ->
+    the tag value it has) skips trials whose tag would not change, and is kept up to date."""
     table = pareto_table(records)
     with tempfile.TemporaryDirectory() as out:
         for path in write_pareto_report(records, out).values():
             client.log_artifact(run_id, path)
+    client.log_table(run_id, {c: [r[c] for r in front_rows(table)] for c in FRONT_COLUMNS}, FRONT_TABLE)
+    client.set_tag(run_id, MLFLOW_RUN_NOTE, f"{note}\n\n{front_markdown(table)}".strip())
+    tagged = {} if tagged is None else tagged
     for row in table:
-        client.set_tag(row["run_id"], PARETO_TAG, str(bool(row["pareto_params"])).lower())
+        flag = str(bool(row["pareto_params"])).lower()
+        if tagged.get(row["run_id"]) != flag:
+            client.set_tag(row["run_id"], PARETO_TAG, flag)
+            tagged[row["run_id"]] = flag
     return table
 
 
@@ -73,20 +158,48 @@ def format_table(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def sweep_note(client: MlflowClient, parent: Any) -> str:
+    """The head of a sweep's description, from its parent run: how it was started, resumed and reported."""
+    experiment = client.get_experiment(parent.info.experiment_id).name
+    command = parent.data.tags.get(COMMAND_TAG)
+    lines = [f"**Sweep {parent.info.run_name}** of experiment `{experiment}`: the accuracy-vs-parameters front of "
+             "each domain set x backbone (configuration means over seeds), plotted in `pareto_params.png` and "
+             f"`pareto.html`, every trial in `pareto.csv`, the front as the table `{FRONT_TABLE}`.", "",
+             # The UI's own artifact address, relative to the page: the plot shows in the description.
+             f"![accuracy vs parameters](get-artifact?path=pareto_params.png&run_uuid={parent.info.run_id})", ""]
+    if command:
+        lines += [f"- started with: `{command}`"]
+        if SWEEP_TAG in parent.data.tags:
+            lines += [f"- resume it: `{command} resume={parent.data.tags[SWEEP_TAG]}`"]
+    lines += [f"- report every sweep of the experiment: `python -m orchestrator.report experiment={experiment} "
+              f"mlflow.tracking_uri={client.tracking_uri}`"]
+    return "\n".join(lines)
+
+
 def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
                  errors: Mapping[str, str] | None = None) -> list[dict]:
     """Close a sweep in a true state: child runs still RUNNING become FAILED with the error when Tune reported
     their trial failed (``errors``: trial id -> error; a worker that died could not say so itself), else KILLED
-    (interrupted, or stopped early by the scheduler); the front is published to the parent run, and the parent
-    gets ``status``. Idempotent, so a replay from the spool may repeat it."""
+    (interrupted, or stopped early by the scheduler); the front and the final summary are published to the parent
+    run, and the parent gets ``status``. Idempotent, so a replay from the spool may repeat it. One read of the
+    sweep's runs."""
     errors = errors or {}
-    for run in child_runs(client, experiment_id, parent_run_id):
+    runs = child_runs(client, experiment_id, parent_run_id)
+    failed = 0
+    for run in runs:
         if run.info.status == "RUNNING":
             error = errors.get(run.data.tags.get(TRIAL_ID_TAG, ""))
             if error is not None:
                 client.set_tag(run.info.run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
             client.set_terminated(run.info.run_id, "KILLED" if error is None else "FAILED")
-    records = collect_records(client, experiment_id, parent_run_id)
-    table = publish_front(client, parent_run_id, records) if records else []
+            failed += error is not None
+        else:
+            failed += run.info.status == "FAILED"
+    records = finished_records(runs)
+    table = []
+    if records:
+        note = sweep_note(client, client.get_run(parent_run_id))
+        table = publish_front(client, parent_run_id, records, pareto_tags(runs), note)
+    log_summary(client, parent_run_id, records, failed)
     client.set_terminated(parent_run_id, status)
     return table

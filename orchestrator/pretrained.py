@@ -39,7 +39,7 @@ def backbone_weights(plan: SweepPlan) -> dict[str, bytes]:
                 log.info("pretraining %s (width %g) on the embedded source domain -> %s", backbone,
                          cfg.model.width, path)
                 pretrain(PretrainConfig(backbone=backbone, width=cfg.model.width, device=cfg.train.device),
-                         build_source(cfg.data), path)
+                         build_source(cfg.data), path, progress=True)
         with open(path, "rb") as f:
             blobs[backbone] = f.read()
     return blobs

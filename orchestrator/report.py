@@ -19,18 +19,20 @@ from bap import metrics as M
 from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
-from orchestrator.front import collect_records, format_table, publish_front
+from orchestrator.front import finished_records, format_table, log_summary, pareto_tags, publish_front
+from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
-from orchestrator.tracking import client_for, use_fail_fast_http
+from orchestrator.tracking import child_runs, client_for, use_fail_fast_http
 
 
 def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None,
-           include_heavy: bool = False) -> list[dict]:
+           include_heavy: bool = False, model_registry: str | None = None) -> list[dict]:
     """Rebuild the front of every sweep in ``experiment`` from MLflow into a new ``report`` run there.
 
     ``sync`` first replays the writes spooled while MLflow was down: from ``spool_dir``, or by default from
     ``DEFAULT_SPOOLS`` (relative to the current directory). ``include_heavy`` lets trials whose final budget
-    projection was heavy onto the front (left off by default)."""
+    projection was heavy onto the front (left off by default). ``model_registry`` registers the front's models under
+    that name."""
     if sync:
         left = {}
         for directory in [spool_dir] if spool_dir else DEFAULT_SPOOLS:
@@ -41,16 +43,24 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     if experiment_obj is None:
         known = [e.name for e in client.search_experiments()]
         raise SystemExit(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
-    records = collect_records(client, experiment_obj.experiment_id)
+    runs = child_runs(client, experiment_obj.experiment_id)  # one paged read of every trial
+    records = finished_records(runs)
     if not records:
         raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
     if include_heavy:
         for record in records:
             record[M.PROJECTION_HEAVY] = False
     run = client.create_run(experiment_obj.experiment_id, run_name="pareto-report", tags={"bap.report": "true"})
-    table = publish_front(client, run.info.run_id, records)
+    note = (f"**Report** of every sweep of experiment `{experiment}`"
+            f"{' (projection_heavy trials included)' if include_heavy else ''}: the accuracy-vs-parameters front of "
+            "each domain set x backbone, plotted in `pareto_params.png` and `pareto.html`, every trial in `pareto.csv`.")
+    table = publish_front(client, run.info.run_id, records, pareto_tags(runs), note)
+    log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs))
     client.set_terminated(run.info.run_id)
     print(format_table(table))
+    if model_registry:
+        versions = register_front_models(client, table, model_registry)
+        print(f"registered {len(versions)} front model(s) as {model_registry!r} in the Model Registry")
     print(f"plots and CSV: run {run.info.run_id} ({run.info.artifact_uri})")
     return table
 
@@ -61,7 +71,8 @@ def main(argv: list[str] | None = None) -> None:
     use_fail_fast_http()
 
     def run(cfg: ReportConfig) -> None:
-        report(cfg.experiment, cfg.mlflow.tracking_uri, cfg.sync, cfg.spool_dir, include_heavy=cfg.include_heavy)
+        report(cfg.experiment, cfg.mlflow.tracking_uri, cfg.sync, cfg.spool_dir, include_heavy=cfg.include_heavy,
+               model_registry=cfg.model_registry)
 
     # Nothing left behind: no Hydra output directory or log file.
     run_hydra(run, QUIET_HYDRA + (sys.argv[1:] if argv is None else argv), config=REPORT_CONFIG_NAME)

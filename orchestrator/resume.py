@@ -37,7 +37,8 @@ LAUNCH_DIR_TAG = "bap.launch_dir"
 # mid-upload leaves an earlier one in the folder.
 DIGESTS_KEPT = 4
 # Keys a resume may change: how to reach the cluster and where new sweeps go, not what the trials compute.
-RESUME_MAY_CHANGE = ("resume", "ray.address", "ray.storage_path", "mlflow.end_wait_s")
+RESUME_MAY_CHANGE = ("resume", "ray.address", "ray.storage_path", "mlflow.end_wait_s", "mlflow.system_metrics_every_s",
+                     "model_registry")
 LATEST = "latest"
 
 

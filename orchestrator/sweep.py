@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import shlex
@@ -25,37 +26,95 @@ import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from bap import metrics as M
 from orchestrator.config import SweepConfig, SweepPlan, plan_sweep, resolve_paths, trial_name
-from orchestrator.front import collect_records, finish_sweep, format_table, publish_front
+from orchestrator.front import (collect_records, finish_sweep, finished_records, format_table, log_summary,
+                                pareto_tags, publish_front, run_record, sweep_note)
+from orchestrator.mlflow_model import register_front_models
 from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
-from orchestrator.tracking import (SWEEP_TAG, client_for, ensure_experiment, flatten, poll, use_fail_fast_http,
-                                   with_retries)
+from orchestrator.tracking import (COMMAND_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment, flatten, poll,
+                                   run_page, use_fail_fast_http, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
 log = logging.getLogger(__name__)
+PUBLISH_EVERY_S = 10.0  # the live front is redrawn at most this often (and always at the end)
+PUBLISH_SHARE = 0.05  # and takes at most this share of the sweep's time
 _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 
 
-class ParetoCallback(tune.Callback):
-    """Re-publishes the front to the parent run whenever a trial finishes, so a person watching MLflow sees it
-    grow; a failure here is logged, never allowed to stop the sweep."""
+class SweepProgress(tune.Callback):
+    """The parent run as the sweep's live page. As each trial finishes, its record (one MLflow read: that trial's
+    run) joins the records kept here and the summary metrics are logged with step = trials finished; the front
+    (plots, tables, description, the tags that change) is republished at most every ``publish_every_s``, or less
+    often when publishing is slow, so it takes at most ``PUBLISH_SHARE`` of the sweep's time; the closing
+    publishes the final one. Runs on Tune's event loop: with fail-fast HTTP an outage skips an update, and an
+    error here is logged, never allowed to stop the sweep."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str) -> None:
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
+                 publish_every_s: float = PUBLISH_EVERY_S) -> None:
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
+        self.publish_every_s = publish_every_s
+        self._records: dict[str, dict] | None = None  # run id -> record; read from MLflow once, on first use
+        self._failed = 0
+        self._tagged: dict[str, str] = {}
+        self._note = ""
+        self._dirty, self._next_publish = False, 0.0
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        try:  # runs in Tune's event loop: with fail-fast HTTP, an outage skips this update rather than stalls
-            client = client_for(self.tracking_uri)
-            records = collect_records(client, self.experiment_id, self.parent_run_id)
-            if records:
-                publish_front(client, self.parent_run_id, records)
+        run_id = (trial.last_result or {}).get("mlflow_run_id")
+        if run_id:  # no id: stopped before its final report (ASHA, Ctrl-C), so not a finished trial
+            self._update(lambda client: self._add(run_record(client.get_run(run_id))))
+
+    def on_trial_error(self, iteration, trials, trial, **info) -> None:
+        self._update(lambda client: None, failed=1)
+
+    def on_step_end(self, iteration, trials, **info) -> None:
+        if self._dirty and time.monotonic() >= self._next_publish:
+            self._safely(self._publish)
+
+    def _add(self, record: dict) -> None:
+        if record[M.PARAMS_TOTAL] is not None:
+            self._records[record["run_id"]] = record
+
+    def _update(self, change: Callable, failed: int = 0) -> None:
+        def update(client) -> None:
+            self._load(client)
+            self._failed += failed
+            change(client)
+            log_summary(client, self.parent_run_id, list(self._records.values()), self._failed)
+            self._dirty = True
+            if time.monotonic() >= self._next_publish:
+                self._publish(client)
+        self._safely(update)
+
+    def _load(self, client) -> None:
+        if self._records is None:  # a resumed sweep starts from what MLflow already has
+            runs = child_runs(client, self.experiment_id, self.parent_run_id)
+            self._records = {r["run_id"]: r for r in finished_records(runs)}
+            self._failed = sum(run.info.status == "FAILED" for run in runs)
+            self._tagged = pareto_tags(runs)
+            self._note = sweep_note(client, client.get_run(self.parent_run_id))
+
+    def _publish(self, client=None) -> None:
+        client = client or client_for(self.tracking_uri)
+        self._load(client)
+        start = time.monotonic()
+        if self._records:
+            publish_front(client, self.parent_run_id, list(self._records.values()), self._tagged, self._note)
+        self._dirty = False
+        took = time.monotonic() - start
+        self._next_publish = time.monotonic() + max(self.publish_every_s, took / PUBLISH_SHARE)
+
+    def _safely(self, step: Callable) -> None:
+        try:
+            step(client_for(self.tracking_uri))
         except Exception as error:
-            log.warning("could not update the Pareto front in MLflow yet (%s); the final one is written at the end",
+            log.warning("could not update the sweep's page in MLflow yet (%s); the final front is written at the end",
                         error)
 
 
@@ -127,12 +186,13 @@ def _ray_init(cfg: SweepConfig) -> None:
         ray.init(num_cpus=int(local_resources()["CPU"]), include_dashboard=False)
 
 
-def run_sweep(cfg: SweepConfig):
+def run_sweep(cfg: SweepConfig, command: str | None = None):
     """Run (or resume) the sweep ``cfg``; returns the final Pareto table (one dict per finished trial).
 
     Ends in a true state or exits non-zero: interrupted (Ctrl-C, SIGTERM) -> the parent and unfinished trial runs
     KILLED, exit 130; failed trials -> the parent FAILED, exit 1; MLflow unreachable at the end -> what is left
-    spooled for ``orchestrator.report sync=true``, exit 3."""
+    spooled for ``orchestrator.report sync=true``, exit 3. ``command``, the command line, goes in the sweep's
+    description."""
     resume = resume_target(cfg.resume)
     raw, plan = cfg, plan_sweep(resolve_paths(cfg))
     validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
@@ -160,7 +220,8 @@ def run_sweep(cfg: SweepConfig):
         print(f"resuming sweep {sweep_dir} (MLflow parent run {parent_run_id})")
     else:
         parent_run_id = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={
-            SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd()}).info.run_id
+            SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd(), **({COMMAND_TAG: command} if command else {}),
+        }).info.run_id
     parent = Recorder(client, parent_run_id, spool_dir)
     if not resume:
         parent.log_params({**flatten(dataclasses.asdict(cfg)),
@@ -173,7 +234,7 @@ def run_sweep(cfg: SweepConfig):
             tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
                                  spool_dir=spool_dir, weights=weights),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
-        ), [ParetoCallback(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
+        ), [SweepProgress(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
         digests.record(sweep_dir)  # tuner.pkl, written as the Tuner was made
         with digests.watching(sweep_dir), _graceful_stop() as stopped:
             results = tuner.fit()
@@ -196,6 +257,7 @@ def run_sweep(cfg: SweepConfig):
           f"{cfg.mlflow.tracking_uri}")
     for r in failed:
         print(f"failed: {r.path}: {r.error}")
+    print(f"open the sweep: {run_page(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)}")
     if status == "KILLED":
         print(f"interrupted: unfinished trial runs and the parent run are marked KILLED; resume with the same "
               f"arguments plus resume=true (this sweep: resume={sweep_dir})", file=sys.stderr)
@@ -270,10 +332,16 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
     left = _replay_spools(cfg.mlflow.tracking_uri, spool_dir, timeout_s=wait_s)
     if not left:
         try:
-            return with_retries(lambda: finish_sweep(client, experiment_id, parent_run_id, status, errors),
-                                "closing the sweep", timeout_s=wait_s)
+            table = with_retries(lambda: finish_sweep(client, experiment_id, parent_run_id, status, errors),
+                                 "closing the sweep", timeout_s=wait_s)
         except RuntimeError:
             pass
+        else:
+            if cfg.model_registry:
+                versions = with_retries(lambda: register_front_models(client, table, cfg.model_registry),
+                                        "registering the front's models", timeout_s=wait_s)
+                print(f"registered {len(versions)} front model(s) as {cfg.model_registry!r} in the Model Registry")
+            return table
     parent.finish_sweep(experiment_id, status, errors)
     if not parent.pending():  # the server came back just now and took the closing: read the front it published
         return pareto_table(collect_records(client, experiment_id, parent_run_id))
@@ -282,7 +350,8 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
           f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "
           f"{spool_dir}; when it is back, run: python -m orchestrator.report "
           + shlex.join([f"experiment={cfg.experiment}", f"mlflow.tracking_uri={cfg.mlflow.tracking_uri}",
-                        f"spool_dir={spool_dir}", "sync=true"]), file=sys.stderr)
+                        f"spool_dir={spool_dir}", "sync=true",
+                        *([f"model_registry={cfg.model_registry}"] if cfg.model_registry else [])]), file=sys.stderr)
     raise SystemExit(3)
 
 
@@ -307,7 +376,7 @@ def main() -> None:
 
     sigterm_as_ctrl_c()
     use_fail_fast_http()
-    run_hydra(run_sweep)
+    run_hydra(functools.partial(run_sweep, command=shlex.join(["python", "-m", "orchestrator.sweep", *sys.argv[1:]])))
 
 
 if __name__ == "__main__":

@@ -22,6 +22,9 @@ T = TypeVar("T")
 TRIAL_ID_TAG = "bap.trial_id"
 TRIAL_NAME_TAG = "bap.trial_name"
 SWEEP_TAG = "bap.sweep"  # on the parent: the sweep's Tune directory, so a resumed sweep finds its parent run
+COMMAND_TAG = "bap.command"  # on the parent: the command line that started the sweep, for its description
+# MLflow 3's UI opens an experiment of this kind on its training runs, not on the GenAI (traces) view.
+EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # On the parent: digests of the Tune files a resume may unpickle (orchestrator.resume); written by the driver only.
 DIGESTS_TAG = "bap.sweep_digests"
 PARETO_TAG = "pareto_optimal"
@@ -47,6 +50,19 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+# MLflow 3's server otherwise starts a pool of GenAI job-runner processes that tracking never uses.
+UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}"
+
+
+def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server, or the command that
+    serves a local store followed by the address."""
+    page = f"/#/experiments/{experiment_id}/runs/{run_id}"
+    if tracking_uri.startswith(("http://", "https://")):
+        return tracking_uri.rstrip("/") + page
+    return f"`{UI_COMMAND.format(uri=tracking_uri)}`, then http://127.0.0.1:5000{page}"
+
+
 def local_artifact_root(tracking_uri: str) -> str | None:
     """Absolute artifact location for local stores; None lets a tracking server choose (proxied artifacts)."""
     if tracking_uri.startswith(("http://", "https://", "databricks")):
@@ -59,10 +75,14 @@ def local_artifact_root(tracking_uri: str) -> str | None:
 
 
 def ensure_experiment(client: MlflowClient, name: str) -> str:
+    """The experiment's id, created when new; marked as a model-training experiment either way."""
     experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=local_artifact_root(client.tracking_uri))
+    if experiment is None:
+        return client.create_experiment(name, artifact_location=local_artifact_root(client.tracking_uri),
+                                        tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+    if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+        client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+    return experiment.experiment_id
 
 
 def flatten(config: Mapping[str, Any], prefix: str = "") -> dict[str, str]:

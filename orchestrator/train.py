@@ -51,7 +51,7 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="bap-train-") as work:
         run_cfg = with_weights(plan.trial_config(params), params, weights, work)
         result = record_trial(run_cfg, params, recorder, checkpoint_dir=os.path.join(work, "checkpoint"),
-                              progress=True)
+                              progress=True, system_metrics_every_s=cfg.mlflow.system_metrics_every_s)
     m = result.metrics
     print(f"{name}: acc_mean={m['acc_mean']:.2f} params_ratio={m['params_ratio']:.3f} "
           f"macs_ratio={m['macs_ratio']:.3f}; MLflow run {run_id} in experiment {cfg.experiment!r}")

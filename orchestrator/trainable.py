@@ -17,6 +17,7 @@ import tempfile
 from typing import Any, Callable, Mapping
 
 import yaml
+from mlflow.system_metrics.system_metrics_monitor import SystemMetricsMonitor
 from ray import tune
 
 import bap
@@ -81,10 +82,18 @@ def record_trial(
     resume: bool = False,
     on_epoch: Callable[[dict[str, float]], None] | None = None,
     progress: bool = False,
+    system_metrics_every_s: float = 0.0,
 ) -> bap.TrainResult:
     """Train one trial and record it in its MLflow run: params, tags, per-epoch and final metrics, the resolved
-    config, the materialized model and a per-domain table. Shared by the Tune trainable and
-    ``orchestrator.train``, so a trial run by hand is recorded exactly like one in a sweep."""
+    config, the materialized model and a per-domain table; with ``system_metrics_every_s``, MLflow's own system
+    metrics (``system/...``: CPU, memory, disk, network, GPU where present) sampled that often. Shared by the Tune
+    trainable and ``orchestrator.train``, so a trial run by hand is recorded exactly like one in a sweep."""
+    monitor = None
+    if system_metrics_every_s > 0:
+        # Telemetry goes straight to MLflow, not through the spool: an outage loses samples, never results.
+        monitor = SystemMetricsMonitor(recorder.run_id, sampling_interval=system_metrics_every_s,
+                                       resume_logging=resume, tracking_uri=recorder.client.tracking_uri)
+        monitor.start()
     try:
         return _train_and_record(cfg, params, recorder, checkpoint_dir, resume, on_epoch, progress)
     except BaseException as error:
@@ -94,6 +103,9 @@ def record_trial(
         recorder.terminate("FAILED" if isinstance(error, Exception) else "KILLED")
         recorder.flush(timeout_s=10)
         raise
+    finally:
+        if monitor is not None:
+            monitor.finish()
 
 
 def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorder: Recorder, checkpoint_dir: str,
@@ -176,7 +188,8 @@ def run_trial(
         if done is not None:
             # Tune restored a trial whose run already finished (the driver died before saving that): report
             # the recorded result instead of training and logging it a second time.
-            tune.report({**done, "budget": params["budget"], "epoch": cfg.train.epochs, "final": 1.0})
+            tune.report({**done, "budget": params["budget"], "epoch": cfg.train.epochs, "mlflow_run_id": run_id,
+                         "final": 1.0})
             return
 
         checkpoint_dir = os.path.join(work, "checkpoint")
@@ -191,7 +204,8 @@ def run_trial(
             tune.report({**metrics, "budget": params["budget"]},
                         checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
-        result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report)
+        result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report,
+                              system_metrics_every_s=sweep.mlflow.system_metrics_every_s)
         # The final, pruned-model metrics are the trial's result; Tune keeps the last report. It repeats the last
         # epoch's validation mean: Tune requires a scheduler's metric (ASHA's val/acc_mean) in every result.
         tune.report({**_numeric(result.metrics), M.VAL_ACC_MEAN: result.history[-1][M.VAL_ACC_MEAN],

@@ -22,6 +22,8 @@ def two_trial_sweep(store):
     done = find_or_create_child(client, experiment_id, parent, "t0", "done")
     for key, value in ((M.ACC_MEAN, 50.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
         client.log_metric(done, key, value)
+    for key, value in (("budget", "0.5"), ("sharing", "union"), ("backbone", "resnet26"), ("domain_set", "all")):
+        client.set_tag(done, key, value)
     client.set_terminated(done, "FINISHED")
     unfinished = find_or_create_child(client, experiment_id, parent, "t1", "unfinished")
     return parent, done, unfinished

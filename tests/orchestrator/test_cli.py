@@ -121,7 +121,7 @@ def test_the_report_reads_hydra_overrides_and_its_old_flags_with_a_warning(monke
     report_module.main(["experiment=exp", "mlflow.tracking_uri=sqlite:///a.db", "sync=true", "spool_dir=/s"])
     with pytest.warns(FutureWarning, match="--sync is deprecated; write sync=true"):
         report_module.main(["experiment=exp", "tracking_uri=sqlite:///a.db", "--sync", "spool_dir=/s"])
-    assert seen == [(("exp", "sqlite:///a.db", True, "/s"), {"include_heavy": False})] * 2
+    assert seen == [(("exp", "sqlite:///a.db", True, "/s"), {"include_heavy": False, "model_registry": None})] * 2
     assert sys.argv == argv  # Hydra parsed the rewritten arguments; the process's own are back
 
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import json
+
+import pytest
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+
 from bap import metrics as M
-from orchestrator.front import collect_records, finish_sweep, format_table, publish_front
-from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
+from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, format_table, publish_front,
+                                summary_metrics)
+from orchestrator.tracking import COMMAND_TAG, ERROR_TAG, PARETO_TAG, find_or_create_child
 
 
 def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget):
@@ -58,3 +64,80 @@ def test_finish_sweep_kills_unfinished_trials_publishes_the_front_and_closes_the
     assert client.get_run(done).data.tags[PARETO_TAG] == "true"
     assert client.get_run(parent).info.status == "KILLED"
     assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
+
+
+def _record(run_id, acc, ratio, budget, domain_set="all", sharing="union", seed=0, heavy=False):
+    return {"run_id": run_id, "domain_set": domain_set, "backbone": "resnet26", "sharing": sharing, "budget": budget,
+            "seed": seed, M.ACC_MEAN: acc, M.PARAMS_TOTAL: 1000.0 * ratio, M.PARAMS_RATIO: ratio,
+            M.MACS_RATIO: ratio, M.PROJECTION_HEAVY: heavy}
+
+
+def test_summary_counts_trials_and_measures_each_groups_front_on_configuration_means():
+    records = [
+        _record("a0", 70.0, 0.5, 0.5, seed=0), _record("a1", 60.0, 0.5, 0.5, seed=1),  # one point: 65 at 0.5
+        _record("b", 50.0, 0.25, 0.25),
+        _record("c", 55.0, 0.75, 0.75),  # dominated by the 0.5 point
+        _record("h", 99.0, 0.1, 0.1, heavy=True),  # heavily projected: never on the front
+        _record("d", 40.0, 0.5, 0.5, domain_set="dtd+svhn"),
+    ]
+    m = summary_metrics(records, failed=2)
+    assert m[M.TRIALS_FINISHED] == 6 and m[M.TRIALS_FAILED] == 2
+    assert m[M.FRONT_SIZE] == 3  # (b, the a-mean) in all, d in dtd+svhn
+    # Against the reference (cost 1.5, accuracy 0): steps at 0.25 (50) and 0.5 (65).
+    assert m[M.hypervolume_key("resnet26/all")] == pytest.approx((0.5 - 0.25) * 50 + (1.5 - 0.5) * 65)
+    assert m[M.hypervolume_key("resnet26/dtd.svhn")] == pytest.approx((1.5 - 0.5) * 40)
+    assert m[M.best_acc_key("b0.5")] == pytest.approx(65.0)  # the configuration mean, not the lucky seed
+    assert M.best_acc_key("b0.1") not in m and m[M.best_acc_key("b0.75")] == 55.0
+
+
+class CountingClient:
+    """A real MLflow client that counts the tags it sets."""
+
+    def __init__(self, client):
+        self.client, self.tags = client, []
+
+    def set_tag(self, run_id, key, value):
+        self.tags.append((run_id, key, value))
+        self.client.set_tag(run_id, key, value)
+
+    def __getattr__(self, name):
+        return getattr(self.client, name)
+
+
+def test_republishing_retags_only_the_trials_whose_flag_changed(store):
+    uri, client, experiment_id = store
+    parent = client.create_run(experiment_id).info.run_id
+    first = _finished(client, experiment_id, parent, "a", 60.0, 0.5, 0.5)
+    counting = CountingClient(client)
+    tagged = {}
+    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    assert [(r, v) for r, k, v in counting.tags if k == PARETO_TAG] == [(first, "true")]
+    better = _finished(client, experiment_id, parent, "b", 70.0, 0.5, 0.75)  # pushes the first off the front
+    _finished(client, experiment_id, parent, "c", 10.0, 1.0, 1.0)  # joins off the front
+    counting.tags.clear()
+    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    changed = sorted((r, v) for r, k, v in counting.tags if k == PARETO_TAG)
+    assert len(changed) == 3 and (first, "false") in changed and (better, "true") in changed
+    counting.tags.clear()
+    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    assert [t for t in counting.tags if t[1] == PARETO_TAG] == []  # nothing changed, nothing written
+
+
+def test_the_closed_sweep_page_has_its_summary_front_table_and_how_to_resume(store, two_trial_sweep):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    client.set_tag(parent, COMMAND_TAG, "python -m orchestrator.sweep budgets=0.5")
+    finish_sweep(client, experiment_id, parent, "FINISHED")
+    run = client.get_run(parent)
+    assert run.data.metrics[M.TRIALS_FINISHED] == 1 and run.data.metrics[M.FRONT_SIZE] == 1
+    assert [m.step for m in client.get_metric_history(parent, M.TRIALS_FINISHED)] == [1]
+    note = run.data.tags[MLFLOW_RUN_NOTE]
+    assert "| domain set | backbone |" in note and "| all | resnet26 | union |" in note
+    assert "`python -m orchestrator.sweep budgets=0.5 resume=/runs/exp_1`" in note
+    assert f"python -m orchestrator.report experiment=exp mlflow.tracking_uri={uri}" in note
+    table = json.loads(open(client.download_artifacts(parent, FRONT_TABLE, str(store_dir(uri)))).read())
+    assert table["columns"][:3] == ["domain_set", "backbone", "sharing"] and len(table["data"]) == 1
+
+
+def store_dir(uri):
+    return uri[len("sqlite:///"):].rsplit("/", 1)[0]

@@ -15,9 +15,12 @@ import time
 
 import pytest
 from mlflow.tracking import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 import bap
-from orchestrator.tracking import PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from bap import metrics as M
+from orchestrator.front import FRONT_TABLE
+from orchestrator.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +60,8 @@ def children(client, experiment_id):
 
 
 def test_sweep_records_parent_children_front_and_models(tmp_path):
-    proc = run("orchestrator.sweep", ["budgets=0.25,0.5,1.0", "experiment=e2e", *TINY], tmp_path)
+    proc = run("orchestrator.sweep", ["budgets=0.25,0.5,1.0", "experiment=e2e", "model_registry=e2e-front", *TINY],
+               tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "3 finished trial(s), 0 failed" in proc.stdout
     client, experiment_id = client_and_experiment(tmp_path, "e2e")
@@ -66,7 +70,17 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
     parent = parents[0]
     assert parent.info.status == "FINISHED"
     parent_files = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert {"pareto_params.png", "pareto_macs.png", "pareto.html", "pareto.csv"} <= parent_files
+    assert {"pareto_params.png", "pareto_macs.png", "pareto.html", "pareto.csv", FRONT_TABLE} <= parent_files
+    # The sweep's page: opens on training runs, its summary drawn against finished trials, its description.
+    assert client.get_experiment(experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+    history = client.get_metric_history(parent.info.run_id, M.TRIALS_FINISHED)
+    assert max(m.step for m in history) == 3 and max(m.value for m in history) == 3
+    assert M.hypervolume_key("resnet26/all") in parent.data.metrics and parent.data.metrics[M.FRONT_SIZE] >= 1
+    note = parent.data.tags[MLFLOW_RUN_NOTE]
+    assert "started with: `python -m orchestrator.sweep budgets=0.25,0.5,1.0 experiment=e2e" in note
+    assert "| domain set | backbone |" in note
+    assert "open the sweep: `MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui" in proc.stdout
+    assert f"/#/experiments/{experiment_id}/runs/{parent.info.run_id}" in proc.stdout
 
     runs = children(client, experiment_id)
     assert sorted(float(r.data.params["budget"]) for r in runs) == [0.25, 0.5, 1.0]
@@ -88,8 +102,14 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
         model = bap.load(client.download_artifacts(r.info.run_id, "model/model.bap", str(tmp_path)))
         assert bap.count(model, (32, 32)).params == int(m["params_total"])
     by_budget = {float(r.data.params["budget"]): r.data.metrics for r in runs}
+    runs_by_id = {r.info.run_id: r for r in runs}
     assert by_budget[0.25]["params_total"] < by_budget[1.0]["params_total"]
     assert any(r.data.tags[PARETO_TAG] == "true" for r in runs)
+
+    versions = client.search_model_versions("name = 'e2e-front'")
+    front = {r.info.run_id for r in runs if r.data.tags[PARETO_TAG] == "true"}
+    assert {v.run_id for v in versions} == front and len(versions) == len(front)
+    assert all(v.tags["budget"] == runs_by_id[v.run_id].data.params["budget"] for v in versions)
 
     csv = client.download_artifacts(parent.info.run_id, "pareto.csv", str(tmp_path))
     assert len(open(csv).read().strip().splitlines()) == 4
