@@ -9,10 +9,12 @@ description, and the summary metrics (``summary_metrics``) with the finished-tri
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from typing import Any, Iterable, Mapping, MutableMapping
 
+import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
@@ -120,6 +122,18 @@ def front_markdown(table: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _log_front_table(client: MlflowClient, run_id: str, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows, columns=list(FRONT_COLUMNS))
+    if FRONT_TABLE not in {a.path for a in client.list_artifacts(run_id)}:
+        client.log_table(run_id, frame, FRONT_TABLE)  # also marks the file as a table for the UI
+        return
+    # log_table would append to it: the front replaces the last one, in log_table's own format.
+    with tempfile.TemporaryDirectory() as out:
+        path = os.path.join(out, FRONT_TABLE)
+        frame.to_json(path, orient="split", index=False)
+        client.log_artifact(run_id, path)
+
+
 def publish_front(client: MlflowClient, run_id: str, records: list[dict], tagged: MutableMapping[str, str] | None = None,
                   note: str = "") -> list[dict]:
     """Publish the front of ``records`` to ``run_id``: the plots and CSV, the front table artifact and a description
@@ -129,8 +143,9 @@ def publish_front(client: MlflowClient, run_id: str, records: list[dict], tagged
     with tempfile.TemporaryDirectory() as out:
         for path in write_pareto_report(records, out).values():
             client.log_artifact(run_id, path)
-    client.log_table(run_id, {c: [r[c] for r in front_rows(table)] for c in FRONT_COLUMNS}, FRONT_TABLE)
-    client.set_tag(run_id, MLFLOW_RUN_NOTE, f"{note}\n\n{front_markdown(table)}".strip())
+    _log_front_table(client, run_id, front_rows(table))
+    head = "**The front** (accuracy vs parameters per domain set x backbone; configuration means over seeds):"
+    client.set_tag(run_id, MLFLOW_RUN_NOTE, f"{head}\n\n{front_markdown(table)}\n\n{note}".strip())
     tagged = {} if tagged is None else tagged
     for row in table:
         flag = str(bool(row["pareto_params"])).lower()
@@ -159,20 +174,21 @@ def format_table(table: list[dict]) -> str:
 
 
 def sweep_note(client: MlflowClient, parent: Any) -> str:
-    """The head of a sweep's description, from its parent run: how it was started, resumed and reported."""
+    """The head of a sweep's description, from its parent run: how it was started, resumed and reported, and the
+    front's plot. ``publish_front`` puts the front's table first, where the UI shows it without a click."""
     experiment = client.get_experiment(parent.info.experiment_id).name
     command = parent.data.tags.get(COMMAND_TAG)
-    lines = [f"**Sweep {parent.info.run_name}** of experiment `{experiment}`: the accuracy-vs-parameters front of "
-             "each domain set x backbone (configuration means over seeds), plotted in `pareto_params.png` and "
-             f"`pareto.html`, every trial in `pareto.csv`, the front as the table `{FRONT_TABLE}`.", "",
-             # The UI's own artifact address, relative to the page: the plot shows in the description.
-             f"![accuracy vs parameters](get-artifact?path=pareto_params.png&run_uuid={parent.info.run_id})", ""]
+    lines = []
     if command:
         lines += [f"- started with: `{command}`"]
         if SWEEP_TAG in parent.data.tags:
             lines += [f"- resume it: `{command} resume={parent.data.tags[SWEEP_TAG]}`"]
     lines += [f"- report every sweep of the experiment: `python -m orchestrator.report experiment={experiment} "
-              f"mlflow.tracking_uri={client.tracking_uri}`"]
+              f"mlflow.tracking_uri={client.tracking_uri}`",
+              f"- files: `pareto_params.png`, `pareto_macs.png`, `pareto.html` (interactive), `pareto.csv` (every "
+              f"trial), `{FRONT_TABLE}` (the front as an MLflow table)", "",
+              # The UI's own artifact address, relative to the page: the plot shows in the description.
+              f"![accuracy vs parameters](get-artifact?path=pareto_params.png&run_uuid={parent.info.run_id})"]
     return "\n".join(lines)
 
 

@@ -51,9 +51,9 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
         for record in records:
             record[M.PROJECTION_HEAVY] = False
     run = client.create_run(experiment_obj.experiment_id, run_name="pareto-report", tags={"bap.report": "true"})
-    note = (f"**Report** of every sweep of experiment `{experiment}`"
-            f"{' (projection_heavy trials included)' if include_heavy else ''}: the accuracy-vs-parameters front of "
-            "each domain set x backbone, plotted in `pareto_params.png` and `pareto.html`, every trial in `pareto.csv`.")
+    note = (f"Report of every sweep of experiment `{experiment}`"
+            f"{' (projection_heavy trials included)' if include_heavy else ''}: plots in `pareto_params.png` and "
+            "`pareto.html`, every trial in `pareto.csv`.")
     table = publish_front(client, run.info.run_id, records, pareto_tags(runs), note)
     log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs))
     client.set_terminated(run.info.run_id)

@@ -57,7 +57,8 @@ UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store
 def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
     """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server, or the command that
     serves a local store followed by the address."""
-    page = f"/#/experiments/{experiment_id}/runs/{run_id}"
+    # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
+    page = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
         return tracking_uri.rstrip("/") + page
     return f"`{UI_COMMAND.format(uri=tracking_uri)}`, then http://127.0.0.1:5000{page}"

@@ -121,6 +121,8 @@ def test_republishing_retags_only_the_trials_whose_flag_changed(store):
     counting.tags.clear()
     publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
     assert [t for t in counting.tags if t[1] == PARETO_TAG] == []  # nothing changed, nothing written
+    table = json.loads(open(client.download_artifacts(parent, FRONT_TABLE, store_dir(uri))).read())
+    assert [row[3] for row in table["data"]] == [0.75]  # the front now (b alone), not appended to the last ones
 
 
 def test_the_closed_sweep_page_has_its_summary_front_table_and_how_to_resume(store, two_trial_sweep):
