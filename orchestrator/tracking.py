@@ -33,7 +33,7 @@ ERROR_TAG_LIMIT = 5000  # of its text: the first lines say enough
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param value
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff before it raises: about
 # 4 minutes per call (measured with mlflow 3.17 against a stopped server). The orchestrator's callers have a retry
-# of their own (the spool, ``with_retries``, the end-of-sweep wait) or may skip a write (the Pareto callback), so
+# of their own (the spool, ``with_retries``, the end-of-sweep wait) or may skip a write (the live sweep page), so
 # its processes fail at once instead, and an outage of the tracking server never stalls a trial or Tune's event
 # loop. The timeout bounds a hung server. MLflow reads these per request, from the environment only.
 FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0", "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}

@@ -27,7 +27,7 @@ from orchestrator.spool import Recorder
 from orchestrator.tracking import ensure_experiment
 from orchestrator.trainable import record_trial
 from tests.bap.helpers import random_masks, randomize_bn
-from tests.orchestrator.test_spool import closed_port_uri
+from tests.orchestrator.helpers import closed_port_uri
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAINS = ["digits", "letters"]

@@ -4,7 +4,6 @@ and replay exactly once. The cluster version of these faults is tests/cluster/te
 from __future__ import annotations
 
 import os
-import socket
 import time
 
 import pytest
@@ -15,12 +14,7 @@ from orchestrator.report import report
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.sweep import _spool_dir
 from orchestrator.tracking import FAIL_FAST_HTTP, use_fail_fast_http
-
-
-def closed_port_uri() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
+from tests.orchestrator.helpers import closed_port_uri
 
 
 def test_writes_to_an_unreachable_server_are_spooled_at_once(tmp_path):

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import socket
 
 import pytest
 from mlflow.tracking import MlflowClient
@@ -17,14 +16,9 @@ from orchestrator.spool import FINISH_SWEEP, Recorder, sync_spools
 from orchestrator.sweep import _close
 from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
 from orchestrator.trainable import record_trial
+from tests.orchestrator.helpers import closed_port_uri
 
 PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
-
-
-def closed_port_uri() -> str:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{s.getsockname()[1]}"  # nothing listens once the socket closes
 
 
 def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(store, tmp_path):

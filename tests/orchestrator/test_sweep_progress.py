@@ -1,0 +1,57 @@
+"""The sweep's live page (orchestrator.sweep.SweepProgress), driven by Tune's callbacks with scripted trials."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+from bap import metrics as M
+from orchestrator.sweep import SweepProgress
+from orchestrator.tracking import PARETO_TAG, find_or_create_child
+from tests.orchestrator.helpers import closed_port_uri
+
+
+def trial(run_id: str | None):
+    return SimpleNamespace(last_result={"mlflow_run_id": run_id} if run_id else {"val/acc_mean": 1.0})
+
+
+def test_each_finished_trial_is_read_once_and_updates_the_summary_and_front(store, two_trial_sweep):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    progress = SweepProgress(uri, experiment_id, parent, publish_every_s=0)
+    progress.on_trial_complete(0, [], trial(done))
+    progress.on_trial_complete(0, [], trial(None))  # stopped before its final report: not a finished trial
+    progress.on_trial_error(0, [], trial(None))
+    history = client.get_metric_history(parent, M.TRIALS_FINISHED)
+    assert [(m.step, m.value) for m in history] == [(1, 1.0), (1, 1.0)]
+    assert client.get_run(parent).data.metrics[M.TRIALS_FAILED] == 1
+    assert client.get_run(done).data.tags[PARETO_TAG] == "true"
+    assert "pareto_params.png" in {a.path for a in client.list_artifacts(parent)}
+
+
+def test_publishing_waits_for_its_interval_and_happens_on_a_later_step(store, two_trial_sweep):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    progress = SweepProgress(uri, experiment_id, parent, publish_every_s=3600)
+    progress.on_trial_complete(0, [], trial(done))  # the first update publishes at once
+    second = find_or_create_child(client, experiment_id, parent, "t2", "second")
+    for key, value in ((M.ACC_MEAN, 70.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
+        client.log_metric(second, key, value)
+    for key, value in (("budget", "0.75"), ("sharing", "union"), ("backbone", "resnet26")):
+        client.set_tag(second, key, value)
+    client.set_terminated(second, "FINISHED")
+    progress.on_trial_complete(0, [], trial(second))
+    assert client.get_run(parent).data.metrics[M.TRIALS_FINISHED] == 2  # the summary at once
+    assert PARETO_TAG not in client.get_run(second).data.tags  # the front waits for its interval
+    progress._next_publish = 0.0
+    progress.on_step_end(0, [])
+    assert client.get_run(second).data.tags[PARETO_TAG] == "true"
+    assert client.get_run(done).data.tags[PARETO_TAG] == "false"
+
+
+def test_an_unreachable_server_skips_the_update_without_stopping_the_sweep(caplog):
+    progress = SweepProgress(closed_port_uri(), "0", "parent", publish_every_s=0)
+    with caplog.at_level(logging.WARNING):
+        progress.on_trial_complete(0, [], trial("run"))
+        progress.on_step_end(0, [])
+    assert "could not update the sweep's page in MLflow yet" in caplog.text
