@@ -31,6 +31,9 @@ DEFAULT_SPOOLS = (DEFAULT_SPOOL, os.path.join(RayConfig().storage_path, "mlflow_
 FINISH_SWEEP = "finish_sweep"
 # MLflow's limits on one log_batch call.
 _MAX_PARAMS, _MAX_METRICS = 100, 1000
+# While writes wait in a spool, a new one joins them without calling MLflow again sooner than this: an outage
+# costs each write an append, not a failed request and a rewrite of the whole spool.
+RETRY_EVERY_S = 5.0
 
 
 def _chunks(items: list, size: int) -> Iterable[list]:
@@ -45,6 +48,7 @@ class Recorder:
         self.client, self.run_id = client, run_id
         os.makedirs(spool_dir, exist_ok=True)
         self.spool_path = os.path.join(spool_dir, f"{run_id}.jsonl")
+        self._failed_at: float | None = None
 
     # ---- writes -----------------------------------------------------------------------------------------------
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
@@ -90,6 +94,10 @@ class Recorder:
         return poll(lambda: self._write(None), timeout_s, interval_s)
 
     def _write(self, entry: dict | None) -> bool:
+        """Apply the spool, then ``entry``, in order; what MLflow does not take stays spooled. True when all went."""
+        if entry is not None and self._failed_at is not None and time.monotonic() - self._failed_at < RETRY_EVERY_S:
+            self._append(entry)
+            return False
         queue = self._read_spool()
         if entry is not None:
             queue.append(entry)
@@ -99,10 +107,20 @@ class Recorder:
                 self._apply(item)
                 done += 1
         except Exception as error:  # any transport or server error: keep the rest for later
+            self._failed_at = time.monotonic()
             log.warning("MLflow unreachable for run %s (%s); %d write(s) kept in %s", self.run_id,
                         type(error).__name__, len(queue) - done, self.spool_path)
+            if done == 0 and entry is not None:  # the spool on disk is unchanged: the new write joins it
+                self._append(entry)
+                return False
+        else:
+            self._failed_at = None
         self._store_spool(queue[done:])
         return done == len(queue)
+
+    def _append(self, entry: dict) -> None:
+        with open(self.spool_path, "a") as f:
+            f.write(json.dumps(entry) + "\n")
 
     def _read_spool(self) -> list[dict]:
         if not os.path.exists(self.spool_path):

@@ -66,8 +66,22 @@ def test_recording_leaves_the_process_environment_alone(monkeypatch, tmp_path):
 
     recorder = Recorder(WatchingClient(failures=1), "run", str(tmp_path))
     recorder.log_metrics({"val/acc_mean": 1.0}, step=0)  # refused: spooled
-    recorder.log_metrics({"val/acc_mean": 2.0}, step=1)  # replays both
+    recorder.log_metrics({"val/acc_mean": 2.0}, step=1)  # joins the spool
+    assert recorder.flush()  # replays both
     assert seen == [before] * 3 and dict(os.environ) == before
+
+
+def test_an_outage_appends_each_write_to_the_spool_and_the_replay_keeps_their_order(tmp_path):
+    client = FlakyClient(failures=1)
+    recorder = Recorder(client, "run0", str(tmp_path))
+    recorder.log_metrics({"a": 0.0}, step=0)  # refused: the spool starts
+    spool = os.stat(recorder.spool_path)
+    for step in range(1, 200):
+        recorder.log_metrics({"a": float(step)}, step=step)
+    assert os.stat(recorder.spool_path).st_ino == spool.st_ino  # appended to, never rewritten
+    assert client.failures == 0 and client.batches == []  # one request in the outage, not 200
+    assert recorder.pending() == 200 and recorder.flush()
+    assert client.batches == [[("a", step)] for step in range(200)]
 
 
 def test_flush_retries_until_the_server_is_back_and_replays_once_in_order(tmp_path):
