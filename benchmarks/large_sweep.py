@@ -1,0 +1,210 @@
+"""What the sweep driver's MLflow work costs as a sweep grows: N = 100, 300, 1,000 finished trials.
+
+Against the compose stack's MLflow server over HTTP (SQLite behind it, started by ``localstack``), for each N:
+
+1. N trial runs are recorded the way trials record themselves (``Recorder``: params, tags, final metrics, finish),
+   timed per trial with the number of HTTP requests: the per-trial MLflow cost and the server's request rate;
+2. the driver's live page (``orchestrator.sweep.SweepProgress``) takes the N completions one by one, as Tune's
+   event loop calls it: the cost of each completion without a publish (its summary) and of each publish of the
+   front, and the driver's memory growth;
+3. the closing (``front.finish_sweep``: one read of the sweep, the final front) and ``orchestrator.report`` in a
+   fresh process (paged reads, one pass).
+
+The growth exponent of each cost is the slope of log(cost) against log(N). Not measured here: the trials'
+own training and Ray's scheduling (``benchmarks/orchestration.py`` measures those on a few trials).
+
+    python -m benchmarks.large_sweep [--quick] [--sizes 100,300,1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import mlflow.utils.rest_utils as rest_utils
+from mlflow.tracking import MlflowClient
+
+from bap import metrics as M
+from benchmarks._common import (REPO_ROOT, add_common_args, current_rss_bytes, describe_machine, git_commit,
+                                machine_info, markdown_table, print_result, write_section)
+from localstack.processes import base_env
+from localstack.stack import Stack
+from orchestrator.front import finish_sweep
+from orchestrator.spool import Recorder
+from orchestrator.sweep import PUBLISH_EVERY_S, PUBLISH_SHARE, SweepProgress
+from orchestrator.tracking import SWEEP_TAG, ensure_experiment, find_or_create_child
+
+SECTION = "large_sweep"
+FULL_SIZES, QUICK_SIZES = (100, 300, 1000), (20, 60)
+BUDGETS = (0.25, 0.5, 0.75, 1.0)
+
+
+class RequestCounter:
+    """Counts MLflow's HTTP requests (every REST call goes through ``rest_utils.http_request``)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._original = rest_utils.http_request
+
+    def __enter__(self) -> "RequestCounter":
+        def counted(*args, **kwargs):
+            self.count += 1
+            return self._original(*args, **kwargs)
+        rest_utils.http_request = counted
+        return self
+
+    def __exit__(self, *exc) -> None:
+        rest_utils.http_request = self._original
+
+
+def record_trials(client: MlflowClient, experiment_id: str, parent: str, n: int, spool: str) -> list[str]:
+    """N finished trials, each written as ``orchestrator.trainable`` writes one (less its artifacts)."""
+    runs = []
+    for i in range(n):
+        run_id = find_or_create_child(client, experiment_id, parent, f"t{i}", f"trial{i}")
+        recorder = Recorder(client, run_id, spool)
+        budget = BUDGETS[i % len(BUDGETS)]
+        recorder.log_params({"budget": budget, "sharing": "union", "model.backbone": "resnet26", "train.seed": i})
+        recorder.set_tags({"budget": budget, "sharing": "union", "backbone": "resnet26", "domain_set": "all",
+                           "seed": i})
+        ratio = budget * (0.9 + 0.2 * ((i * 7919) % 100) / 100)
+        recorder.log_metrics({M.ACC_MEAN: 40 + 30 * ratio + (i % 13), M.PARAMS_TOTAL: 1e6 * ratio,
+                              M.PARAMS_RATIO: ratio, M.MACS_RATIO: ratio, M.BUDGET_MET: 1.0}, step=3)
+        recorder.terminate("FINISHED")
+        runs.append(run_id)
+    return runs
+
+
+class FakeTrial:
+    """What ``SweepProgress`` reads of a Tune trial: its last result."""
+
+    def __init__(self, run_id: str) -> None:
+        self.last_result = {"mlflow_run_id": run_id}
+
+
+def measure(url: str, n: int, work: Path) -> dict:
+    client = MlflowClient(url)
+    experiment_id = ensure_experiment(client, f"large-{n}")
+    parent = client.create_run(experiment_id, tags={SWEEP_TAG: f"/runs/large-{n}"}).info.run_id
+    with RequestCounter() as requests:
+        start = time.perf_counter()
+        runs = record_trials(client, experiment_id, parent, n, str(work / f"spool-{n}"))
+        record_s = time.perf_counter() - start
+        record_requests = requests.count
+
+    progress = SweepProgress(url, experiment_id, parent, publish_every_s=PUBLISH_EVERY_S)
+    progress._safely(progress._load)  # the one read at the start (an empty sweep in a real one)
+    progress._records.clear()
+    rss_before = current_rss_bytes()
+    summary_s, publish_s, summary_requests = [], [], []
+    for run_id in runs:
+        with RequestCounter() as requests:
+            due = time.monotonic() >= progress._next_publish
+            start = time.perf_counter()
+            progress.on_trial_complete(0, [], FakeTrial(run_id))
+            took = time.perf_counter() - start
+        if due:
+            publish_s.append(took)
+        else:
+            summary_s.append(took)
+            summary_requests.append(requests.count)
+    progress._next_publish = 0.0
+    start = time.perf_counter()
+    progress.on_step_end(0, [])  # the last front, with all N
+    last_publish_s = time.perf_counter() - start
+    rss_growth = current_rss_bytes() - rss_before
+
+    start = time.perf_counter()
+    finish_sweep(client, experiment_id, parent, "FINISHED")
+    close_s = time.perf_counter() - start
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "orchestrator.report", f"experiment=large-{n}", f"mlflow.tracking_uri={url}"],
+                   cwd=work, env={**base_env(), "PYTHONPATH": str(REPO_ROOT)}, check=True, capture_output=True,
+                   timeout=1800)
+    report_s = time.perf_counter() - start
+    return {
+        "N": n,
+        "record_ms_per_trial": 1000 * record_s / n,
+        "requests_per_trial": record_requests / n,
+        "server_requests_per_s": record_requests / record_s,
+        "completion_ms": 1000 * statistics.median(summary_s),
+        "completion_requests": statistics.median(summary_requests),
+        "publish_s": last_publish_s,
+        "publishes": len(publish_s) + 1,
+        "driver_rss_mb": rss_growth / 2**20,
+        "close_s": close_s,
+        "report_s": report_s,
+    }
+
+
+def slope(rows: list[dict], key: str) -> float:
+    """Least-squares slope of log(key) against log(N): 0 flat, 1 linear, 2 quadratic."""
+    xs = [math.log(r["N"]) for r in rows]
+    ys = [math.log(max(r[key], 1e-9)) for r in rows]
+    mx, my = statistics.mean(xs), statistics.mean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+COLUMNS = ["N", "record_ms_per_trial", "requests_per_trial", "server_requests_per_s", "completion_ms",
+           "completion_requests", "publish_s", "publishes", "driver_rss_mb", "close_s", "report_s"]
+FORMATS = {"record_ms_per_trial": ".1f", "requests_per_trial": ".1f", "server_requests_per_s": ".0f",
+           "completion_ms": ".1f", "completion_requests": ".0f", "publish_s": ".2f", "driver_rss_mb": ".1f",
+           "close_s": ".1f", "report_s": ".1f"}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__,
+                                                     formatter_class=argparse.RawDescriptionHelpFormatter))
+    parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60)")
+    args = parser.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    info = machine_info()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bap-large-") as tmp:
+        work = Path(tmp)
+        server = Stack(work, workers=0).start_mlflow("mlflow", f"sqlite:///{work / 'mlflow.db'}")
+        try:
+            rows = []
+            for n in sizes:
+                rows.append(measure(server.url, n, work))
+                print(markdown_table(rows[-1:], COLUMNS, FORMATS), flush=True)
+        finally:
+            server.stop()
+    growth = {key: slope(rows, key) for key in ("record_ms_per_trial", "completion_ms", "publish_s", "close_s",
+                                                 "report_s")}
+    first, last = rows[0], rows[-1]
+    per_completion_ratio = last["completion_ms"] / first["completion_ms"]
+    # The live page publishes at most every PUBLISH_EVERY_S, or less often so it takes at most PUBLISH_SHARE.
+    publish_share = last["publish_s"] / max(PUBLISH_EVERY_S, last["publish_s"] / PUBLISH_SHARE)
+    body = "\n".join([
+        "## Large sweeps: the driver's MLflow cost against N (`benchmarks/large_sweep.py`)", "",
+        f"{describe_machine(info)}; commit {git_commit()}; {time.perf_counter() - started:.0f} s. Regenerate with "
+        "`python -m benchmarks.large_sweep`. MLflow over HTTP (the stack's server, SQLite).", "",
+        markdown_table(rows, COLUMNS, FORMATS), "",
+        "Growth exponents (slope of log cost against log N; 0 flat, 1 linear): "
+        + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()) + ".", "",
+        "Columns: `record_ms_per_trial` / `requests_per_trial`, one trial's writes as a trial makes them; "
+        "`server_requests_per_s`, the server's rate while they were made (one client); `completion_ms` / "
+        "`completion_requests`, the driver's work per finished trial when no publish is due (median); `publish_s`, "
+        "one publish of the front of all N; `publishes`, how many the throttle let through; `driver_rss_mb`, the "
+        "driver's memory growth over the N completions; `close_s`, the closing; `report_s`, "
+        "`orchestrator.report` in a fresh process.", "",
+        f"**RESULT completion_cost_ratio={per_completion_ratio:.2f}** (per-completion driver cost at N={last['N']} "
+        f"/ N={first['N']}; target <= 1.2)", "",
+        f"**RESULT publish_share={publish_share:.3f}** (the front's publishing as a share of wall time at "
+        f"N={last['N']} under the throttle; target < 0.05)", "",
+        f"**RESULT report_s={last['report_s']:.1f}** (orchestrator.report at N={last['N']})",
+    ])
+    print(body)
+    write_section(args, SECTION, body)
+    print_result("completion_cost_ratio", per_completion_ratio)
+
+
+if __name__ == "__main__":
+    main()
