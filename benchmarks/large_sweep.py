@@ -114,10 +114,12 @@ def measure(url: str, n: int, work: Path) -> dict:
         else:
             summary_s.append(took)
             summary_requests.append(requests.count)
-    progress._next_publish = 0.0
-    start = time.perf_counter()
-    progress.on_step_end(0, [])  # the last front, with all N
-    last_publish_s = time.perf_counter() - start
+    publish = []
+    for _ in range(2):  # the front of all N: first with every trial's tag to write, then as a republish does
+        progress._dirty, progress._next_publish = True, 0.0
+        start = time.perf_counter()
+        progress.on_step_end(0, [])
+        publish.append(time.perf_counter() - start)
     rss_growth = current_rss_bytes() - rss_before
 
     start = time.perf_counter()
@@ -135,8 +137,9 @@ def measure(url: str, n: int, work: Path) -> dict:
         "server_requests_per_s": record_requests / record_s,
         "completion_ms": 1000 * statistics.median(summary_s),
         "completion_requests": statistics.median(summary_requests),
-        "publish_s": last_publish_s,
-        "publishes": len(publish_s) + 1,
+        "publish_first_s": publish[0],
+        "publish_s": publish[1],
+        "publishes": len(publish_s),
         "driver_rss_mb": rss_growth / 2**20,
         "close_s": close_s,
         "report_s": report_s,
@@ -152,9 +155,9 @@ def slope(rows: list[dict], key: str) -> float:
 
 
 COLUMNS = ["N", "record_ms_per_trial", "requests_per_trial", "server_requests_per_s", "completion_ms",
-           "completion_requests", "publish_s", "publishes", "driver_rss_mb", "close_s", "report_s"]
+           "completion_requests", "publish_first_s", "publish_s", "publishes", "driver_rss_mb", "close_s", "report_s"]
 FORMATS = {"record_ms_per_trial": ".1f", "requests_per_trial": ".1f", "server_requests_per_s": ".0f",
-           "completion_ms": ".1f", "completion_requests": ".0f", "publish_s": ".2f", "driver_rss_mb": ".1f",
+           "completion_ms": ".1f", "completion_requests": ".0f", "publish_first_s": ".2f", "publish_s": ".2f", "driver_rss_mb": ".1f",
            "close_s": ".1f", "report_s": ".1f"}
 
 
@@ -176,11 +179,12 @@ def main(argv: list[str] | None = None) -> None:
                 print(markdown_table(rows[-1:], COLUMNS, FORMATS), flush=True)
         finally:
             server.stop()
-    growth = {key: slope(rows, key) for key in ("record_ms_per_trial", "completion_ms", "publish_s", "close_s",
-                                                 "report_s")}
+    growth = {key: slope(rows, key) for key in ("record_ms_per_trial", "completion_ms", "publish_first_s",
+                                                 "publish_s", "close_s", "report_s")}
     first, last = rows[0], rows[-1]
     per_completion_ratio = last["completion_ms"] / first["completion_ms"]
-    # The live page publishes at most every PUBLISH_EVERY_S, or less often so it takes at most PUBLISH_SHARE.
+    # Not a timeline: the share the throttle allows for the measured republish cost (at most every
+    # PUBLISH_EVERY_S, or less often so it takes at most PUBLISH_SHARE).
     publish_share = last["publish_s"] / max(PUBLISH_EVERY_S, last["publish_s"] / PUBLISH_SHARE)
     body = "\n".join([
         "## Large sweeps: the driver's MLflow cost against N (`benchmarks/large_sweep.py`)", "",
@@ -191,14 +195,16 @@ def main(argv: list[str] | None = None) -> None:
         + ", ".join(f"{k} {v:.2f}" for k, v in growth.items()) + ".", "",
         "Columns: `record_ms_per_trial` / `requests_per_trial`, one trial's writes as a trial makes them; "
         "`server_requests_per_s`, the server's rate while they were made (one client); `completion_ms` / "
-        "`completion_requests`, the driver's work per finished trial when no publish is due (median); `publish_s`, "
-        "one publish of the front of all N; `publishes`, how many the throttle let through; `driver_rss_mb`, the "
-        "driver's memory growth over the N completions; `close_s`, the closing; `report_s`, "
+        "`completion_requests`, the driver's work per finished trial when no publish is due (median); "
+        "`publish_first_s`, a publish of the front of all N that writes every trial's `pareto_optimal` tag; "
+        "`publish_s`, a republish (plots, tables, description; only changed tags); `publishes`, how many the "
+        "throttle let through during the completions; `driver_rss_mb`, the driver's memory growth over the N "
+        "completions; `close_s`, the closing; `report_s`, "
         "`orchestrator.report` in a fresh process.", "",
         f"**RESULT completion_cost_ratio={per_completion_ratio:.2f}** (per-completion driver cost at N={last['N']} "
         f"/ N={first['N']}; target <= 1.2)", "",
         f"**RESULT publish_share={publish_share:.3f}** (the front's publishing as a share of wall time at "
-        f"N={last['N']} under the throttle; target < 0.05)", "",
+        f"N={last['N']}: the measured republish cost under the throttle; target < 0.05)", "",
         f"**RESULT report_s={last['report_s']:.1f}** (orchestrator.report at N={last['N']})",
     ])
     print(body)
