@@ -5,8 +5,8 @@ argument"); with ``--multirun`` Hydra, not Ray, would run the sweep. So the swee
 into list values (``budgets=[0.25,0.5,1.0]``) before ``@hydra.main`` parses ``sys.argv``, using Hydra's own
 override parser so quoting, ``range(...)`` and nested lists behave exactly as Hydra documents them.
 
-``python -m orchestrator.cli <overrides>`` is a dry run: it prints the trials the sweep would start and the
-validation result, without starting Ray.
+``python -m orchestrator.cli <overrides>`` is a dry run: it prints the trials the sweep would start (with
+``search=optuna``, the space its sampler draws them from) and the validation result, without starting Ray.
 """
 
 from __future__ import annotations
@@ -181,19 +181,29 @@ def sigterm_as_ctrl_c() -> None:
 
 
 def dry_run(cfg: SweepConfig) -> None:
-    """Print the trials and the validation result; local resources stand in for the cluster's."""
-    from orchestrator.config import plan_sweep, trial_name
+    """Print the trials (a search: its space) and the validation result; local resources stand in for the
+    cluster's."""
+    from orchestrator.config import objectives, plan_sweep, trial_name
     from orchestrator.validate import SweepConfigError, local_resources, validate
 
     plan = plan_sweep(cfg)
-    trials = plan.trials
-    print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in trials]}))
+    if plan.space:
+        s = cfg.search
+        print(json.dumps({"experiment": cfg.experiment, "search": {
+            "algorithm": s.algorithm, "sampler": s.sampler, "seed": s.seed, "num_samples": s.num_samples,
+            "objectives": objectives(s), "fixed": {name: values[0] for name, values in plan.axes.items()},
+            "space": {name: {d.kind: list(d.values)} for name, d in plan.space.items()}}}))
+    else:
+        print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in plan.trials]}))
     try:
         validate(plan, cluster_resources=None if cfg.ray.address else local_resources())
     except SweepConfigError as err:
         print(err, file=sys.stderr)
         sys.exit(INVALID_CONFIG)
-    print(f"ok: {len(trials)} trial(s) valid", file=sys.stderr)
+    if plan.space:
+        print(f"ok: a search of {cfg.search.num_samples} trial(s), valid", file=sys.stderr)
+    else:
+        print(f"ok: {len(plan.trials)} trial(s) valid", file=sys.stderr)
 
 
 # For entry points that leave nothing behind (the dry run, the report): no Hydra output directory, no log file.

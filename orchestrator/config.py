@@ -5,7 +5,9 @@ MLflow settings. Hydra composes ``sweeps/*.yaml`` into it (``config_store.regist
 build it directly. No hydra or ray import here, so the expansion is testable on its own.
 
 An axis left ``None`` sweeps the single fixed value (``budgets=None`` -> ``[budget.beta]``), so a sweep
-without axes is one trial of the fixed config. Per trial the axis value replaces the fixed one.
+without axes is one trial of the fixed config. Per trial the axis value replaces the fixed one. With
+``search.algorithm=optuna`` a sampler picks the budget and the sharing loss (and, where ranges are given, the
+sharing weight and learning rates) of each trial instead; the plan then holds that space, not a trial list.
 """
 
 from __future__ import annotations
@@ -17,8 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
+from bap import metrics as M
 from bap.config import BudgetConfig, DataConfig, ExperimentConfig, ModelConfig, SharingConfig, TrainConfig
-from bap.metrics import VAL_ACC_MEAN
 
 # MLflow 3's own default store: one file, no server, and `mlflow ui --backend-store-uri sqlite:///mlflow.db`
 # run in the launch directory opens it (plain `mlflow ui` too, unless a ./mlruns directory exists there).
@@ -28,19 +30,45 @@ SCHEDULERS = ("none", "asha")
 EMBEDDED_WEIGHTS = "embedded"
 # Trial parameters, in the order plan_sweep() nests them (the last varies fastest).
 AXES = ("backbone", "domains", "sharing", "budget", "seed")
+SEARCH_ALGORITHMS = ("grid", "optuna")
+SAMPLERS = ("tpe", "nsga2")
+# The search's second objective, minimised while acc_mean is maximised: the pruned model's final metrics.
+SEARCH_COSTS = (M.PARAMS_RATIO, M.MACS_RATIO)
+# Searched with a log-uniform range when one is given; each is both a SearchConfig field and a trial parameter.
+LOG_UNIFORM = ("sharing_weight", "lr", "switch_lr")
 
 
 @dataclass
 class SchedulerConfig:
     # none: every trial runs all epochs; asha: early-stop the worst trials on `metric` (needs per-epoch reports).
     name: str = "none"
-    metric: str = VAL_ACC_MEAN
+    metric: str = M.VAL_ACC_MEAN
     mode: str = "max"
     # In epochs (Tune's training_iteration): ASHA never stops a trial before grace_period.
     grace_period: int = 1
     reduction_factor: float = 2.0
     # None: train.epochs.
     max_t: Optional[int] = None
+
+
+@dataclass
+class SearchConfig:
+    # grid: every combination of the sweep axes; optuna: `num_samples` trials an Optuna sampler picks, maximising
+    # acc_mean and minimising `cost`. The keys below are optuna's only.
+    algorithm: str = "grid"
+    num_samples: int = 16
+    # tpe: multi-objective TPE (random for its first 10 trials); nsga2: NSGA-II (random for its first 50).
+    sampler: str = "tpe"
+    seed: int = 0
+    cost: str = M.PARAMS_RATIO
+    # [low, high] of each trial's budget beta, sampled uniformly; replaces the `budgets` axis.
+    budget: List[float] = field(default_factory=lambda: [0.2, 1.0])
+    # The losses to choose from; None: the sweep's `sharing` axis.
+    sharing: Optional[List[str]] = None
+    # [low, high], sampled log-uniformly; None keeps the fixed value (sharing_weight, train.lr, train.switch_lr).
+    sharing_weight: Optional[List[float]] = None
+    lr: Optional[List[float]] = None
+    switch_lr: Optional[List[float]] = None
 
 
 @dataclass
@@ -120,6 +148,7 @@ class SweepConfig:
 
     ray: RayConfig = field(default_factory=RayConfig)
     scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     # When set, the front's models are registered under this name, tagged budget, sharing, backbone and domain_set.
     model_registry: Optional[str] = None
@@ -141,15 +170,28 @@ def _sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
 
 
 @dataclass(frozen=True)
+class Searched:
+    """How a search draws one trial parameter: ``kind`` uniform or loguniform over ``values`` = (low, high), or
+    choice among ``values``."""
+
+    kind: str
+    values: tuple
+
+
+@dataclass(frozen=True)
 class SweepPlan:
-    """What a resolved sweep config implies, computed once (``plan_sweep``): its axes and its trials. Validation,
-    the pretrained weights, Tune's param space, the MLflow params and ``orchestrator.train`` all read it; a search
-    algorithm would plug in here, as another way of choosing ``trials``."""
+    """What a resolved sweep config implies, computed once (``plan_sweep``): its axes and its trials, or its search
+    space. Validation, the pretrained weights, Tune's param space, the MLflow params and ``orchestrator.train``
+    all read it."""
 
     cfg: SweepConfig
+    # grid: every axis; a search: the axes it keeps fixed (one value each, checked by validate).
     axes: Dict[str, list]
-    # Every trial's varying values: the product of the axes, nested in ``AXES`` order (deterministic).
+    # grid: every trial's varying values, the product of the axes nested in ``AXES`` order (deterministic);
+    # a search: none, its sampler picks them as trials finish.
     trials: List[Dict[str, Any]]
+    # A search: trial parameter -> how it is drawn; a grid: empty.
+    space: Dict[str, Searched] = field(default_factory=dict)
 
     @property
     def backbones(self) -> List[str]:
@@ -161,20 +203,39 @@ class SweepPlan:
 
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     axes = _sweep_axes(cfg)
+    if cfg.search.algorithm == "optuna":
+        space = _search_space(cfg.search, axes["sharing"])
+        return SweepPlan(cfg, {k: v for k, v in axes.items() if k not in space}, [], space)
     trials = [dict(zip(AXES, values)) for values in itertools.product(*(axes[name] for name in AXES))]
     return SweepPlan(cfg, axes, trials)
 
 
+def _search_space(search: SearchConfig, sharing: List[str]) -> Dict[str, Searched]:
+    space = {"budget": Searched("uniform", tuple(search.budget)),
+             "sharing": Searched("choice", tuple(search.sharing or sharing))}
+    for name in LOG_UNIFORM:
+        if getattr(search, name) is not None:
+            space[name] = Searched("loguniform", tuple(getattr(search, name)))
+    return space
+
+
+def objectives(search: SearchConfig) -> Dict[str, str]:
+    """A search's objectives, metric -> mode: the pruned model's accuracy up, its cost down."""
+    return {M.ACC_MEAN: "max", search.cost: "min"}
+
+
 def trial_config(cfg: SweepConfig, params: Dict[str, Any]) -> ExperimentConfig:
-    """One trial's full config: the fixed values with ``params`` applied. ``replace`` re-runs the validation."""
+    """One trial's full config: the fixed values with ``params`` applied (a search's sharing weight and learning
+    rates where it drew them). ``replace`` re-runs the validation."""
     weights = weights_path(cfg.model.weights, params["backbone"])
     domains = None if params["domains"] is None else list(params["domains"])
     return ExperimentConfig(
         model=dataclasses.replace(cfg.model, backbone=params["backbone"], weights=weights),
         budget=dataclasses.replace(cfg.budget, beta=params["budget"]),
-        sharing=SharingConfig(loss=params["sharing"], weight=cfg.sharing_weight),
+        sharing=SharingConfig(loss=params["sharing"], weight=params.get("sharing_weight", cfg.sharing_weight)),
         data=dataclasses.replace(cfg.data, domains=domains),
-        train=dataclasses.replace(cfg.train, seed=params["seed"]),
+        train=dataclasses.replace(cfg.train, seed=params["seed"], lr=params.get("lr", cfg.train.lr),
+                                  switch_lr=params.get("switch_lr", cfg.train.switch_lr)),
     )
 
 
@@ -192,10 +253,11 @@ def domain_set_name(domains: Optional[List[str]]) -> str:
 
 
 def trial_name(params: Dict[str, Any]) -> str:
-    """Readable and unique within a sweep: ``resnet26_all_jaccard_b0.5_s0``."""
+    """Readable: ``resnet26_all_jaccard_b0.5_s0``; the budget to 3 significant digits (a search's 0.43712...
+    reads b0.437). Unique within a grid of such budgets; Tune's trial id keeps every trial's folder apart."""
     return (
         f"{params['backbone']}_{domain_set_name(params['domains'])}_{params['sharing']}"
-        f"_b{params['budget']:g}_s{params['seed']}"
+        f"_b{params['budget']:.3g}_s{params['seed']}"
     )
 
 

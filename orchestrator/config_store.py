@@ -16,7 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from bap.config import DataConfig, ModelConfig, TrainConfig
-from orchestrator.config import ReportConfig, SchedulerConfig, SweepConfig
+from orchestrator.config import ReportConfig, SchedulerConfig, SearchConfig, SweepConfig
 
 SWEEPS_DIR = Path(__file__).resolve().parent.parent / "sweeps"
 CONFIG_NAME = "config"  # sweeps/config.yaml: the sweep's and orchestrator.train's
@@ -30,6 +30,7 @@ GROUPS = {
     "data": (DataConfig, "data"),
     "trainer": (TrainConfig, "train"),
     "scheduler": (SchedulerConfig, "scheduler"),
+    "search": (SearchConfig, "search"),
 }
 
 

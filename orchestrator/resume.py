@@ -27,7 +27,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 from ray import tune
 
-from orchestrator.config import SweepConfig, resolve_paths
+from orchestrator.config import SearchConfig, SweepConfig, resolve_paths
 from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG, client_for, flatten
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,8 @@ DIGESTS_KEPT = 4
 RESUME_MAY_CHANGE = ("resume", "ray.address", "ray.storage_path", "mlflow.end_wait_s", "mlflow.system_metrics_every_s",
                      "model_registry")
 LATEST = "latest"
+# Keys added since sweeps were first recorded: a sweep recorded without them ran as their defaults say.
+ADDED_KEYS = flatten({"search": dataclasses.asdict(SearchConfig())})
 
 
 def resume_target(resume: Any) -> Optional[str]:
@@ -90,7 +92,8 @@ def comparable_config(cfg: SweepConfig) -> dict[str, str]:
 def check_same_sweep(recorded_params: Mapping[str, str], cfg: SweepConfig) -> None:
     """Refuse to resume with a config other than the one the sweep started with: the remaining trials would
     silently run different settings (or a changed axis would be ignored)."""
-    old = {k: v for k, v in recorded_params.items() if not k.startswith("axis.") and k not in RESUME_MAY_CHANGE}
+    old = {k: v for k, v in {**ADDED_KEYS, **recorded_params}.items()
+           if not k.startswith("axis.") and k not in RESUME_MAY_CHANGE}
     new = comparable_config(cfg)
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:

@@ -22,12 +22,14 @@ import time
 import urllib.parse
 from typing import Callable, Iterator
 
+import optuna
 import ray
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from bap import metrics as M
-from orchestrator.config import SweepConfig, SweepPlan, plan_sweep, resolve_paths, trial_name
+from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import (collect_records, finish_sweep, finished_records, format_table, log_summary,
                                 pareto_tags, publish_front, run_record, sweep_note)
 from orchestrator.mlflow_model import register_front_models
@@ -45,6 +47,9 @@ log = logging.getLogger(__name__)
 PUBLISH_EVERY_S = 10.0  # the live front is redrawn at most this often (and always at the end)
 PUBLISH_SHARE = 0.05  # and takes at most this share of the sweep's time
 _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
+# A searcher's objectives (acc_mean and the cost) are in a trial's final result only, not in its per-epoch ones.
+_TUNE_STRICT_METRICS_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
+_SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
 
 
 class SweepProgress(tune.Callback):
@@ -142,6 +147,26 @@ def _scheduler(cfg: SweepConfig):
                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
 
 
+def _searcher(plan: SweepPlan) -> OptunaSearch | None:
+    if not plan.space:
+        return None
+    s = plan.cfg.search
+    goals = objectives(s)
+    return OptunaSearch(metric=list(goals), mode=list(goals.values()), sampler=_SAMPLERS[s.sampler](seed=s.seed))
+
+
+def _param_space(plan: SweepPlan) -> dict:
+    if not plan.space:
+        return {name: tune.grid_search(values) for name, values in plan.axes.items()}
+    space = {name: values[0] for name, values in plan.axes.items()}  # one value each (validate)
+    for name, searched in plan.space.items():
+        if searched.kind == "choice":
+            space[name] = tune.choice(list(searched.values))
+        else:
+            space[name] = (tune.loguniform if searched.kind == "loguniform" else tune.uniform)(*searched.values)
+    return space
+
+
 SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
 
 
@@ -236,7 +261,8 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
         ), [SweepProgress(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
         digests.record(sweep_dir)  # tuner.pkl, written as the Tuner was made
-        with digests.watching(sweep_dir), _graceful_stop() as stopped:
+        with digests.watching(sweep_dir), _graceful_stop() as stopped, \
+                _environ({_TUNE_STRICT_METRICS_ENV: "1"} if plan.space else {}):
             results = tuner.fit()
         failed = [r for r in results if r.error is not None]
         errors = {r.metrics["trial_id"]: f"{type(r.error).__name__}: {r.error}" for r in failed
@@ -280,19 +306,30 @@ def _graceful_stop() -> Iterator[Callable[[], bool]]:
         os.kill(os.getpid(), signal.SIGUSR1)
 
     saved = {signum: signal.getsignal(signum) for signum in (signal.SIGINT, signal.SIGTERM)}
-    saved_env = os.environ.get(_TUNE_SIGINT_ENV)
-    os.environ[_TUNE_SIGINT_ENV] = "1"  # Tune's SIGINT handler would stop it without telling us
     for signum in saved:
         signal.signal(signum, handler)
     try:
-        yield lambda: bool(stops)
+        # Tune's SIGINT handler would stop it without telling us.
+        with _environ({_TUNE_SIGINT_ENV: "1"}):
+            yield lambda: bool(stops)
     finally:
         for signum, previous in saved.items():
             signal.signal(signum, previous)
-        if saved_env is None:
-            os.environ.pop(_TUNE_SIGINT_ENV, None)
-        else:
-            os.environ[_TUNE_SIGINT_ENV] = saved_env
+
+
+@contextlib.contextmanager
+def _environ(values: dict[str, str]) -> Iterator[None]:
+    """``values`` in ``os.environ`` for the block, the previous values back afterwards."""
+    saved = {name: os.environ.get(name) for name in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for name, previous in saved.items():
+            if previous is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = previous
 
 
 def _tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
@@ -300,13 +337,15 @@ def _tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callb
     if resume:
         # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
         return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
-    reporter = tune.CLIReporter(parameter_columns={"budget": "budget", "sharing": "sharing"},
+    reporter = tune.CLIReporter(parameter_columns={name: name for name in ("budget", "sharing", *plan.space)},
                                 metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
     return tune.Tuner(
         trainable,
-        param_space={name: tune.grid_search(values) for name, values in plan.axes.items()},
+        param_space=_param_space(plan),
         tune_config=tune.TuneConfig(
             scheduler=_scheduler(cfg), max_concurrent_trials=cfg.ray.max_concurrent_trials,
+            # A search: num_samples trials its sampler picks; a grid: each combination once.
+            search_alg=_searcher(plan), num_samples=cfg.search.num_samples if plan.space else 1,
             # A finished trial's worker takes the next trial: no new process, imports or data build each time
             # (all trials ask for the same resources, which reuse requires).
             reuse_actors=True,

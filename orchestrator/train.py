@@ -37,6 +37,9 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
     plan = plan_sweep(resolve_paths(cfg))
     cfg, trials = plan.cfg, plan.trials
     validate(plan, cluster_resources=local_resources())
+    if plan.space:
+        raise SystemExit(f"error: orchestrator.train runs one trial; search={cfg.search.algorithm} picks many, so run "
+                         "it with orchestrator.sweep, or drop search=... and pick one trial, e.g. budget=0.5")
     if len(trials) != 1:
         raise SystemExit(f"error: orchestrator.train runs one trial but this config gives {len(trials)} "
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "

@@ -13,7 +13,8 @@ from typing import Dict, List, Optional, Sequence
 
 from bap.config import SHARING_OPTIONS
 from bap.models import list_models
-from orchestrator.config import EMBEDDED_WEIGHTS, SCHEDULERS, SweepConfig, SweepPlan, weights_path
+from orchestrator.config import (EMBEDDED_WEIGHTS, LOG_UNIFORM, SAMPLERS, SCHEDULERS, SEARCH_ALGORITHMS, SEARCH_COSTS,
+                                 SweepConfig, SweepPlan, weights_path)
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
@@ -135,10 +136,19 @@ def _check_model(plan: SweepPlan, errors: List[str]) -> None:
             errors.append(f"model.unswitched={list(cfg.model.unswitched)}: {str(err).strip(chr(39))}")
 
 
+def _search_corners(plan: SweepPlan) -> List[dict]:
+    """A search's extreme trials: every range at its low end, then at its high end, with each loss."""
+    fixed = {name: values[0] for name, values in plan.axes.items()}
+    ranges = {name: d.values for name, d in plan.space.items() if d.kind != "choice"}
+    return [{**fixed, **{name: bounds[end] for name, bounds in ranges.items()}, "sharing": loss}
+            for end in (0, -1) for loss in plan.space["sharing"].values]
+
+
 def _check_trials(plan: SweepPlan, errors: List[str]) -> None:
-    """Builds each trial's ExperimentConfig, so bap.config's own checks run here and not in a worker."""
+    """Builds each trial's ExperimentConfig (a search's corners), so bap.config's own checks run here and not in a
+    worker."""
     seen = set()
-    for params in plan.trials:
+    for params in plan.trials or _search_corners(plan):
         try:
             plan.trial_config(params)
         except (ValueError, TypeError) as err:
@@ -191,6 +201,62 @@ def _check_scheduler(cfg: SweepConfig, errors: List[str]) -> None:
         errors.append(f"scheduler.reduction_factor={s.reduction_factor} must be > 1 (2 halves the trials per rung)")
 
 
+# An example of each searched range, for the fix.
+_RANGE_EXAMPLES = {"budget": "[0.2,1.0]", "sharing_weight": "[1,30]", "lr": "[0.001,0.1]", "switch_lr": "[0.0001,0.01]"}
+
+
+def _check_range(key: str, bounds, top: Optional[float], how: str, errors: List[str], unset: str = "") -> None:
+    numbers = isinstance(bounds, (list, tuple)) and len(bounds) == 2 and \
+        all(isinstance(b, (int, float)) and math.isfinite(b) for b in bounds)
+    if not (numbers and 0 < bounds[0] < bounds[1] and (top is None or bounds[1] <= top)):
+        within = f"0 < low < high <= {top:g}" if top else "0 < low < high"
+        shown = list(bounds) if isinstance(bounds, (list, tuple)) else repr(bounds)
+        errors.append(f"search.{key}={shown} must be [low, high] with {within} ({how}), e.g. "
+                      f"search.{key}={_RANGE_EXAMPLES[key]}{unset}")
+
+
+def _one_value(values: list) -> str:
+    return "[" + ",".join(map(str, values[0])) + "]" if isinstance(values[0], list) else f"[{values[0]}]"
+
+
+def _check_search(plan: SweepPlan, errors: List[str]) -> None:
+    """A search's settings; a grid's are never read."""
+    cfg, s = plan.cfg, plan.cfg.search
+    if s.algorithm not in SEARCH_ALGORITHMS:
+        errors.append(f"search.algorithm={s.algorithm!r} is unknown; use search=grid or search=optuna")
+    if s.algorithm != "optuna":
+        return
+    if s.num_samples < 1:
+        errors.append(f"search.num_samples={s.num_samples} must be >= 1: the number of trials Optuna picks")
+    if s.sampler not in SAMPLERS:
+        errors.append(f"search.sampler={s.sampler!r} is unknown; use {' or '.join(SAMPLERS)}")
+    if s.cost not in SEARCH_COSTS:
+        errors.append(f"search.cost={s.cost!r} is no cost a trial reports; use {' or '.join(SEARCH_COSTS)}")
+    _check_range("budget", s.budget, 1.0, "fractions of the backbone, sampled uniformly", errors)
+    for key in LOG_UNIFORM:
+        if getattr(s, key) is not None:
+            fixed = key if key == "sharing_weight" else f"train.{key}"
+            _check_range(key, getattr(s, key), None, "sampled log-uniformly", errors, f", or null to keep {fixed}")
+    if s.sharing is not None:  # else the losses are the `sharing` axis, checked with the axes
+        unknown = sorted({loss for loss in s.sharing if loss not in SHARING_OPTIONS})
+        if not s.sharing:
+            errors.append("search.sharing=[] leaves no loss to choose; give at least one, e.g. "
+                          "search.sharing=[union,jaccard], or null for the `sharing` axis")
+        elif unknown:
+            errors.append(f"search.sharing has unknown loss(es) {', '.join(map(repr, unknown))}; "
+                          f"known: {', '.join(SHARING_OPTIONS)}")
+        elif len(set(s.sharing)) != len(s.sharing):
+            errors.append(f"search.sharing={list(s.sharing)} repeats a loss; list each loss once")
+    for name, key in (("backbone", "backbones"), ("domains", "domain_sets"), ("seed", "seeds")):
+        values = plan.axes[name]
+        if len(values) > 1:
+            errors.append(f"{key} has {len(values)} values but search=optuna searches one backbone, domain set and "
+                          f"seed; keep one ({key}={_one_value(values)}) or use search=grid")
+    if cfg.scheduler.name == "asha":
+        errors.append("scheduler=asha stops trials before their final acc_mean, which search=optuna's sampler "
+                      "learns from; use scheduler=none")
+
+
 def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:
     """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of the sweep ``plan``; return None if
     sound.
@@ -204,6 +270,7 @@ def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = No
     if not str(cfg.mlflow.tracking_uri).strip():
         errors.append("mlflow.tracking_uri is empty; unset it for sqlite:///mlflow.db or set MLFLOW_TRACKING_URI")
     _check_axes(cfg, errors)
+    _check_search(plan, errors)
     domains = _check_domains(cfg, errors)
     _check_paths(cfg, domains, errors)
     if not errors:  # every trial would repeat an axis error above

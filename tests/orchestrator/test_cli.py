@@ -96,6 +96,21 @@ def test_exact_command_line_through_hydra_main(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the dry run leaves no Hydra output dir behind
 
 
+def test_the_dry_run_of_a_search_prints_its_space(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, "-m", "orchestrator.cli", "search=optuna", "search.num_samples=8", "sharing=union,jaccard",
+         "search.lr=[0.001,0.1]"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {"experiment": "smoke", "search": {
+        "algorithm": "optuna", "sampler": "tpe", "seed": 0, "num_samples": 8,
+        "objectives": {"acc_mean": "max", "params_ratio": "min"},
+        "fixed": {"backbone": "resnet26", "domains": None, "seed": 0},
+        "space": {"budget": {"uniform": [0.2, 1.0]}, "sharing": {"choice": ["union", "jaccard"]},
+                  "lr": {"loguniform": [0.001, 0.1]}}}}
+    assert "ok: a search of 8 trial(s), valid" in proc.stderr
+
+
 @pytest.mark.parametrize("arg, message", [
     ("budget.beta=2", "error: budget.beta=2.0 is outside (0, 1]"),  # a fixed key, checked as the config is made
     ("budgets=0.5,1.5", "budgets has 1.5, outside (0, 1]"),  # an axis, checked by validate

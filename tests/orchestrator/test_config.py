@@ -6,7 +6,7 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from bap.config import ExperimentConfig
 from orchestrator.config import (
-    SchedulerConfig, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
+    SchedulerConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
 )
 from orchestrator.config_store import compose_sweep_config
 
@@ -109,6 +109,47 @@ def test_trial_config_applies_the_axis_values():
     assert cfg.model.backbone == "resnet26"  # the sweep config is not modified
     with pytest.raises(ValueError, match="budget.beta=1.5"):
         trial_config(cfg, {"backbone": "resnet26", "domains": None, "sharing": "int", "budget": 1.5, "seed": 0})
+
+
+def test_an_optuna_plan_holds_its_space_and_keeps_the_other_axes_fixed():
+    cfg = compose_sweep_config(["search=optuna", "sharing=[union,jaccard]", "search.sharing_weight=[1,30]",
+                                "search.lr=[0.001,0.1]"])
+    plan = plan_sweep(cfg)
+    assert plan.trials == []  # the sampler picks them as trials finish
+    assert plan.axes == {"backbone": ["resnet26"], "domains": [None], "seed": [0]}
+    assert plan.space == {"budget": Searched("uniform", (0.2, 1.0)),
+                          "sharing": Searched("choice", ("union", "jaccard")),
+                          "sharing_weight": Searched("loguniform", (1.0, 30.0)),
+                          "lr": Searched("loguniform", (0.001, 0.1))}
+    # search.sharing, when given, replaces the axis as the losses to choose from
+    cfg = compose_sweep_config(["search=optuna", "search.sharing=[none,int]", "search.budget=[0.3,0.9]"])
+    assert plan_sweep(cfg).space == {"budget": Searched("uniform", (0.3, 0.9)),
+                                     "sharing": Searched("choice", ("none", "int"))}
+
+
+def test_the_default_search_is_the_grid():
+    plan = plan_sweep(compose_sweep_config([]))
+    assert plan.cfg.search.algorithm == "grid" and plan.space == {} and len(plan.trials) == 3
+
+
+def test_trial_config_applies_a_searchs_sharing_weight_and_learning_rates():
+    cfg = SweepConfig(sharing_weight="learnable")
+    params = {"backbone": "resnet26", "domains": None, "sharing": "union", "budget": 0.43712, "seed": 0}
+    fixed = trial_config(cfg, params)
+    assert fixed.sharing.learnable and (fixed.train.lr, fixed.train.switch_lr) == (cfg.train.lr, cfg.train.switch_lr)
+    drawn = trial_config(cfg, {**params, "sharing_weight": 3.5, "lr": 0.02, "switch_lr": 3e-4})
+    assert (drawn.sharing.weight, drawn.train.lr, drawn.train.switch_lr) == (3.5, 0.02, 3e-4)
+    assert drawn.budget.beta == 0.43712
+
+
+def test_a_continuous_budget_reads_to_three_digits_in_the_trial_name():
+    params = {"backbone": "resnet26", "domains": None, "sharing": "union", "budget": 0.43712, "seed": 0}
+    assert trial_name(params) == "resnet26_all_union_b0.437_s0"
+    # Two budgets that round alike share a name; Tune's trial id in each folder name keeps them apart
+    # (test_an_optuna_sweep_... checks the folders).
+    assert trial_name({**params, "budget": 0.43749}) == trial_name(params)
+    assert [trial_name({**params, "budget": b})[len("resnet26_all_union_"):] for b in (0.125, 0.25, 1.0)] == \
+        ["b0.125_s0", "b0.25_s0", "b1_s0"]
 
 
 def test_domain_set_name():

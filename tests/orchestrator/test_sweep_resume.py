@@ -51,6 +51,15 @@ def test_a_changed_config_is_refused_naming_every_key_and_the_ways_out():
     assert "start a new sweep" in message and "resume with the old values" in message
 
 
+def test_a_sweep_recorded_before_search_existed_resumes_as_the_grid_it_was():
+    cfg = SweepConfig(budgets=[0.25, 0.5], resume="true")
+    recorded = {k: v for k, v in comparable_config(cfg).items() if not k.startswith("search.")}
+    check_same_sweep(recorded, cfg)
+    optuna = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, algorithm="optuna"))
+    with pytest.raises(SystemExit, match=r"search.algorithm: grid -> optuna"):
+        check_same_sweep(recorded, optuna)
+
+
 def test_a_sweep_recorded_without_its_config_is_not_resumed():
     with pytest.raises(SystemExit, match=r"data.root: \(unset\) ->"):
         check_same_sweep({}, SweepConfig(resume="true"))

@@ -4,6 +4,7 @@ import shutil
 
 import pytest
 
+from bap.config import SHARING_OPTIONS
 from orchestrator.config import SweepConfig, plan_sweep
 from orchestrator.config_store import compose_sweep_config
 from orchestrator.validate import SweepConfigError, validate
@@ -189,3 +190,76 @@ def test_empty_experiment_and_tracking_uri():
     errors = errors_of(cfg)
     assert any(e.startswith("experiment is empty") for e in errors)
     assert any(e.startswith("mlflow.tracking_uri is empty") for e in errors)
+
+
+def optuna_sweep(*overrides):
+    return compose_sweep_config(["search=optuna", *overrides])
+
+
+def test_the_optuna_search_is_valid_on_the_smoke_preset_and_a_grid_ignores_search_keys():
+    validate(plan_sweep(optuna_sweep("search.sharing_weight=[1,30]", "search.lr=[0.001,0.1]")), CPU2)
+    validate(plan_sweep(compose_sweep_config(["search.num_samples=0", "search.budget=[2,1]"])), CPU2)
+
+
+def test_every_bad_search_key_is_named_with_its_fix():
+    errors = errors_of(optuna_sweep(
+        "search.num_samples=0", "search.sampler=cmaes", "search.cost=flops", "search.budget=[0.5,1.2]",
+        "search.sharing_weight=[0,3]", "search.lr=[0.1,0.01]", "search.switch_lr=[0.001]"))
+    expected = [
+        "search.num_samples=0 must be >= 1",
+        "search.sampler='cmaes' is unknown; use tpe or nsga2",
+        "search.cost='flops' is no cost a trial reports; use params_ratio or macs_ratio",
+        "search.budget=[0.5, 1.2] must be [low, high] with 0 < low < high <= 1 (fractions of the backbone, sampled "
+        "uniformly), e.g. search.budget=[0.2,1.0]",
+        "search.sharing_weight=[0.0, 3.0] must be [low, high] with 0 < low < high (sampled log-uniformly), e.g. "
+        "search.sharing_weight=[1,30], or null to keep sharing_weight",
+        "search.lr=[0.1, 0.01] must be [low, high] with 0 < low < high (sampled log-uniformly), e.g. "
+        "search.lr=[0.001,0.1], or null to keep train.lr",
+        "search.switch_lr=[0.001] must be [low, high]",
+    ]
+    assert len(errors) == len(expected)
+    for fragment in expected:
+        assert any(fragment in e for e in errors), fragment
+    [error] = errors_of(optuna_sweep("search.budget=[0,0.5]"))
+    assert error.startswith("search.budget=[0.0, 0.5] must be [low, high] with 0 < low < high <= 1")
+
+
+def test_a_search_chooses_among_known_losses():
+    assert errors_of(optuna_sweep("search.sharing=[union,dice]")) == [
+        "search.sharing has unknown loss(es) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
+    assert "search.sharing=[] leaves no loss to choose" in errors_of(optuna_sweep("search.sharing=[]"))[0]
+    [repeated] = errors_of(optuna_sweep("search.sharing=[union,union]"))
+    assert "search.sharing=['union', 'union'] repeats a loss" in repeated
+    # the `sharing` axis, the default choices, is checked once, as an axis
+    assert errors_of(optuna_sweep("sharing=[union,dice]")) == [
+        "sharing has unknown loss(es) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
+
+
+def test_a_search_keeps_one_backbone_domain_set_and_seed():
+    errors = errors_of(optuna_sweep("seeds=[0,1]", "domain_sets=[[digits,faces],[scenes]]",
+                                    "backbones=[resnet26,resnet50]"))
+    assert sorted(errors) == [
+        "backbones has 2 values but search=optuna searches one backbone, domain set and seed; keep one "
+        "(backbones=[resnet26]) or use search=grid",
+        "domain_sets has 2 values but search=optuna searches one backbone, domain set and seed; keep one "
+        "(domain_sets=[digits,faces]) or use search=grid",
+        "seeds has 2 values but search=optuna searches one backbone, domain set and seed; keep one (seeds=[0]) or use "
+        "search=grid",
+    ]
+
+
+def test_a_search_refuses_asha_whose_stopped_trials_have_no_final_accuracy():
+    assert errors_of(optuna_sweep("scheduler=asha")) == [
+        "scheduler=asha stops trials before their final acc_mean, which search=optuna's sampler learns from; "
+        "use scheduler=none"]
+
+
+def test_an_unknown_search_algorithm():
+    assert errors_of(compose_sweep_config(["search.algorithm=bayes"])) == [
+        "search.algorithm='bayes' is unknown; use search=grid or search=optuna"]
+
+
+def test_a_search_builds_its_corner_trials_so_bap_configs_own_checks_run():
+    # sharing_weight is bap's to check (bap.config.SharingConfig), as in every grid trial
+    [error] = errors_of(optuna_sweep("sharing_weight=lots"))
+    assert "sharing.weight='lots'" in error and error.startswith("trial {")
