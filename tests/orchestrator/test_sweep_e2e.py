@@ -6,6 +6,7 @@ minute on 2 cores; the code path is the one `python -m orchestrator.sweep` runs 
 
 from __future__ import annotations
 
+import glob
 import os
 import pickle
 import signal
@@ -13,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import optuna
 import pytest
 from mlflow.tracking import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
@@ -234,17 +236,24 @@ class Planted:
         return (open, (self.marker, "w"))
 
 
-def test_ctrl_c_closes_the_sweep_killed_and_resume_restores_only_the_recorded_state(tmp_path):
-    args = ["budgets=0.25,0.5,1.0", "experiment=ctrlc", "ray.max_concurrent_trials=1", *SLOW]
+def ctrl_c_after_one_finished(args, tmp_path, experiment):
+    """Ctrl-C a sweep of one trial at a time once its first trial finished and the next is training; returns the
+    driver's stderr once it has exited 130."""
     driver = start("orchestrator.sweep", args, tmp_path)
     try:
-        wait_for(one_finished_and_next_training(tmp_path, "ctrlc"), 600, "one finished trial and a second training")
+        wait_for(one_finished_and_next_training(tmp_path, experiment), 600, "one finished trial and a second training")
         os.killpg(driver.pid, signal.SIGINT)
         out, err = driver.communicate(timeout=180)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     assert driver.returncode == 130, out[-2000:] + err[-2000:]
+    return err
+
+
+def test_ctrl_c_closes_the_sweep_killed_and_resume_restores_only_the_recorded_state(tmp_path):
+    args = ["budgets=0.25,0.5,1.0", "experiment=ctrlc", "ray.max_concurrent_trials=1", *SLOW]
+    err = ctrl_c_after_one_finished(args, tmp_path, "ctrlc")
     assert "interrupted" in err and "resume=true" in err
     client, experiment_id = client_and_experiment(tmp_path, "ctrlc")
     (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
@@ -350,3 +359,58 @@ def test_an_asha_sweep_runs_to_its_front(tmp_path):
     # A trial ASHA stopped early did not finish: KILLED, not RUNNING forever and not FINISHED.
     statuses = [r.info.status for r in children(client, experiment_id)]
     assert len(statuses) == 2 and "FINISHED" in statuses and set(statuses) <= {"FINISHED", "KILLED"}
+
+
+OPTUNA = ["search=optuna", "search.num_samples=3", "scheduler=none", "search.budget=[0.3,0.9]",
+          "search.sharing_weight=[1,30]"]
+
+
+def test_an_optuna_sweep_runs_the_trials_its_sampler_draws_within_the_ranges(tmp_path):
+    proc = run("orchestrator.sweep", [*OPTUNA, "experiment=optuna", *TINY], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 finished trial(s), 0 failed" in proc.stdout
+    client, experiment_id = client_and_experiment(tmp_path, "optuna")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["search.algorithm"] == "optuna" and parent.data.params["search.budget"] == "[0.3, 0.9]"
+    runs = children(client, experiment_id)
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" and M.ACC_MEAN in r.data.metrics for r in runs)
+    budgets = [float(r.data.params["budget"]) for r in runs]
+    weights = [float(r.data.params["sharing.weight"]) for r in runs]
+    assert len(set(budgets)) == 3 and all(0.3 <= b <= 0.9 for b in budgets)
+    assert len(set(weights)) == 3 and all(1 <= w <= 30 for w in weights)
+    for r in runs:  # the drawn values are the ones the trial trained with
+        assert float(r.data.params["budget.beta"]) == float(r.data.params["budget"])
+        assert r.info.run_name == f"resnet26_all_union_b{float(r.data.params['budget']):.3g}_s0"
+    # Tune's folders: the rounded name plus the trial id, so two budgets that round alike never share one
+    folders = {p.name for p in (tmp_path / "runs" / "ray").glob("optuna_*/*") if p.is_dir()}
+    assert folders == {f"{r.info.run_name}_{r.data.tags[TRIAL_ID_TAG]}" for r in runs}
+
+
+def test_an_interrupted_optuna_sweep_resumes_its_searcher(tmp_path):
+    args = [*OPTUNA, "experiment=optuna_resume", "ray.max_concurrent_trials=1", *SLOW]
+    ctrl_c_after_one_finished(args, tmp_path, "optuna_resume")
+    client, experiment_id = client_and_experiment(tmp_path, "optuna_resume")
+    before = {r.info.run_id: (r.info.status, r.data.params["budget"], r.info.end_time)
+              for r in children(client, experiment_id)}
+    assert sorted(status for status, _, _ in before.values()) == ["FINISHED", "KILLED"]
+
+    proc = run("orchestrator.sweep", [*args, "resume=true"], tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "3 finished trial(s), 0 failed" in proc.stdout
+    runs = children(client, experiment_id)
+    # num_samples in all, not three more: the searcher came back from the sweep's folder
+    assert len(runs) == 3 and all(r.info.status == "FINISHED" for r in runs)
+    assert len({r.data.params["budget"] for r in runs}) == 3
+    for r in runs:
+        if r.info.run_id in before:  # the interrupted trial went on with its own budget; the finished one never reran
+            status, budget, end_time = before[r.info.run_id]
+            assert r.data.params["budget"] == budget
+            assert status == "KILLED" or r.info.end_time == end_time
+    # Optuna was told all three results, the interrupted trial's after the resume included
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    latest = max(glob.glob(os.path.join(parent.data.tags[SWEEP_TAG], "searcher-state-*.pkl")))
+    with open(latest, "rb") as f:
+        study = pickle.load(f)["_ot_study"]
+    told = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert sorted(t.params["budget"] for t in told) == sorted(float(r.data.params["budget"]) for r in runs)
