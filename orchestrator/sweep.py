@@ -3,8 +3,8 @@
 Config -> validation -> reachable services -> pretrained backbone bytes -> Ray -> one MLflow parent run -> a
 Tune grid over the sweep axes, or the trials an Optuna search draws (one trial = ``orchestrator.trainable.run_trial``)
 -> the Pareto front, updated as trials finish and final at the end, logged to the parent run, which is closed in a
-true state (FINISHED, FAILED, KILLED). ``resume=true`` (or ``resume=PATH``) restores the sweep its parent run recorded (``orchestrator.resume``)
-under the same parent run; finished trials are not run again.
+true state (FINISHED, FAILED, KILLED). ``resume=true`` (or ``resume=PATH``) restores the sweep its parent run
+recorded (``orchestrator.resume``) under the same parent run; finished trials are not run again.
 """
 
 from __future__ import annotations
