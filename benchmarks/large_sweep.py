@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
-    info = machine_info()
+    info, commit = machine_info(), git_commit()  # the code measured: the commit the run starts at
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bap-large-") as tmp:
         work = Path(tmp)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     publish_share = last["publish_s"] / max(PUBLISH_EVERY_S, last["publish_s"] / PUBLISH_SHARE)
     body = "\n".join([
         "## Large sweeps: the driver's MLflow cost against N (`benchmarks/large_sweep.py`)", "",
-        f"{describe_machine(info)}; commit {git_commit()}; {time.perf_counter() - started:.0f} s. Regenerate with "
+        f"{describe_machine(info)}; commit {commit}; {time.perf_counter() - started:.0f} s. Regenerate with "
         "`python -m benchmarks.large_sweep`. MLflow over HTTP (the stack's server, SQLite).", "",
         markdown_table(rows, COLUMNS, FORMATS), "",
         "Growth exponents (slope of log cost against log N; 0 flat, 1 linear): "
@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
         f"**RESULT completion_cost_ratio={per_completion_ratio:.2f}** (per-completion driver cost at N={last['N']} "
         f"/ N={first['N']}; target <= 1.2)", "",
         f"**RESULT publish_share={publish_share:.3f}** (the front's publishing as a share of wall time at "
-        f"N={last['N']}: the measured republish cost under the throttle; target < 0.05)", "",
+        f"N={last['N']}: the throttle's allowance for the measured republish cost; target < 0.05)", "",
         f"**RESULT report_s={last['report_s']:.1f}** (orchestrator.report at N={last['N']})",
     ])
     print(body)

@@ -70,7 +70,7 @@ def pareto_tags(runs: Iterable[Any]) -> dict[str, str]:
 def summary_metrics(records: list[dict], failed: int) -> dict[str, float]:
     """The sweep so far, for its parent run: trials finished and failed, the number of configurations on the
     fronts, each group's hypervolume (accuracy vs params_ratio, against ``pareto.HV_REFERENCE``) and the best
-    configuration-mean accuracy at each budget. Seeds of one configuration count as one point, their mean."""
+    configuration-mean accuracy at each budget (to 2 decimals). Seeds of one configuration count as one point, their mean."""
     points = configurations(records)
     metrics = {M.TRIALS_FINISHED: float(len(records)), M.TRIALS_FAILED: float(failed), M.FRONT_SIZE: 0.0}
     for (domain_set, backbone), members in group_points(points, group_key).items():
@@ -78,10 +78,11 @@ def summary_metrics(records: list[dict], failed: int) -> dict[str, float]:
         metrics[M.hypervolume_key(f"{backbone}/{domain_set.replace('+', '.')}")] = hypervolume(
             members, front_accuracy, M.PARAMS_RATIO)
         metrics[M.FRONT_SIZE] += len(pareto_front(members, front_accuracy, M.PARAMS_RATIO))
-    for budget, members in group_points(points, "budget").items():
+    # Budgets to 2 decimals: a search draws them from a continuous range, and one metric per draw reads as noise.
+    for budget, members in group_points(points, lambda p: round(float(p["budget"]), 2)).items():
         accuracies = [front_accuracy(p) for p in members if front_accuracy(p) is not None]
         if accuracies:
-            metrics[M.best_acc_key(f"b{float(budget):g}")] = max(accuracies)
+            metrics[M.best_acc_key(f"b{budget:g}")] = max(accuracies)
     return metrics
 
 
