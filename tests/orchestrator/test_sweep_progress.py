@@ -49,7 +49,9 @@ def test_publishing_waits_for_its_interval_and_happens_on_a_later_step(store, tw
     assert client.get_run(done).data.tags[PARETO_TAG] == "false"
 
 
-def test_an_unreachable_server_skips_the_update_without_stopping_the_sweep(caplog):
+def test_an_unreachable_server_skips_the_update_without_stopping_the_sweep(caplog, monkeypatch):
+    # An entry point run in-process by an earlier test (Hydra's logging setup) may have disabled the logger.
+    monkeypatch.setattr(logging.getLogger("orchestrator.sweep"), "disabled", False)
     progress = SweepProgress(closed_port_uri(), "0", "parent", publish_every_s=0)
     with caplog.at_level(logging.WARNING):
         progress.on_trial_complete(0, [], trial("run"))
