@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, MutableMapping
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.tracking import MlflowClient
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from bap import metrics as M
 from orchestrator.pareto import group_points, hypervolume, pareto_front
@@ -42,6 +42,7 @@ def run_record(run: Any) -> dict[str, Any]:
         "budget": float(tags.get("budget", params.get("budget", "nan"))),
         "seed": int(tags.get("seed", params.get("train.seed", 0))),
         "status": run.info.status,
+        "sweep": tags.get(MLFLOW_PARENT_RUN_ID),  # its sweep's parent run (None: a run of orchestrator.train)
     }
     for key in (M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO, M.DECATHLON_SCORE,
                 M.UNION_FRACTION, M.OVERLAP, M.BUDGET_MET):
@@ -84,6 +85,18 @@ def summary_metrics(records: list[dict], failed: int) -> dict[str, float]:
         if accuracies:
             metrics[M.best_acc_key(f"b{budget:g}")] = max(accuracies)
     return metrics
+
+
+def hypervolume_by_sweep(records: list[dict]) -> list[dict]:
+    """Each sweep's front hypervolume per group (``summary_metrics``'s, on that sweep's records alone): one row per
+    sweep and group, comparable across the sweeps of an experiment since the reference is fixed."""
+    rows = []
+    for sweep, members in group_points(records, "sweep").items():
+        metrics = summary_metrics(members, failed=0)
+        prefix = M.hypervolume_key("")
+        rows += [{"sweep": sweep, "group": key[len(prefix):], "trials": len(members), "hypervolume": value}
+                 for key, value in metrics.items() if key.startswith(prefix)]
+    return rows
 
 
 def log_summary(client: MlflowClient, run_id: str, records: list[dict], failed: int) -> None:

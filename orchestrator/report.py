@@ -19,7 +19,8 @@ from bap import metrics as M
 from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
-from orchestrator.front import finished_records, format_table, log_summary, pareto_tags, publish_front
+from orchestrator.front import (finished_records, format_table, hypervolume_by_sweep, log_summary, pareto_tags,
+                                publish_front)
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
 from orchestrator.tracking import child_runs, client_for, use_fail_fast_http
@@ -58,6 +59,11 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs))
     client.set_terminated(run.info.run_id)
     print(format_table(table))
+    names = {sweep: client.get_run(sweep).info.run_name if sweep else "(orchestrator.train runs)"
+             for sweep in {r["sweep"] for r in records}}
+    print("\nhypervolume of each sweep's front (accuracy x params_ratio; fixed reference, so sweeps compare):")
+    for row in sorted(hypervolume_by_sweep(records), key=lambda r: (r["group"], -r["hypervolume"])):
+        print(f"  {row['group']:<28}{names[row['sweep']]:<40}{row['trials']:>5} trials  {row['hypervolume']:8.2f}")
     if model_registry:
         versions = register_front_models(client, table, model_registry)
         print(f"registered {len(versions)} front model(s) as {model_registry!r} in the Model Registry")

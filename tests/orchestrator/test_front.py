@@ -8,7 +8,8 @@ import pytest
 from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 
 from bap import metrics as M
-from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, format_table, publish_front,
+from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, format_table, hypervolume_by_sweep,
+                                publish_front,
                                 summary_metrics)
 from orchestrator.tracking import COMMAND_TAG, ERROR_TAG, PARETO_TAG, find_or_create_child
 
@@ -143,3 +144,13 @@ def test_the_closed_sweep_page_has_its_summary_front_table_and_how_to_resume(sto
 
 def store_dir(uri):
     return uri[len("sqlite:///"):].rsplit("/", 1)[0]
+
+
+def test_each_sweeps_hypervolume_is_its_own_fronts_against_the_same_reference():
+    first = [dict(_record("a", 60.0, 0.5, 0.5), sweep="s1"), dict(_record("b", 50.0, 0.25, 0.25), sweep="s1")]
+    second = [dict(_record("c", 70.0, 0.5, 0.5), sweep="s2")]
+    rows = {(r["sweep"], r["group"]): r for r in hypervolume_by_sweep(first + second)}
+    assert set(rows) == {("s1", "resnet26/all"), ("s2", "resnet26/all")}
+    assert rows["s1", "resnet26/all"]["hypervolume"] == summary_metrics(first, 0)[M.hypervolume_key("resnet26/all")]
+    assert rows["s2", "resnet26/all"]["hypervolume"] == pytest.approx((1.5 - 0.5) * 70.0)
+    assert rows["s1", "resnet26/all"]["trials"] == 2

@@ -118,7 +118,10 @@ def test_sweep_records_parent_children_front_and_models(tmp_path):
 
     report = run("orchestrator.report", ["experiment=e2e"], tmp_path)
     assert report.returncode == 0, report.stderr[-2000:]
-    assert "params_ratio" in report.stdout and report.stdout.count("resnet26") == 3
+    assert "params_ratio" in report.stdout and report.stdout.count("resnet26") == 4  # 3 trials, 1 hypervolume
+    (line,) = [x for x in report.stdout.splitlines() if x.strip().startswith("resnet26/all")]
+    assert parent.info.run_name in line and "3 trials" in line
+    assert float(line.split()[-1]) == pytest.approx(parent.data.metrics[M.hypervolume_key("resnet26/all")], abs=0.01)
 
 
 def test_train_entry_point_records_one_run_without_ray(tmp_path):
