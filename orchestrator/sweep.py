@@ -70,6 +70,11 @@ class SweepProgress(tune.Callback):
         self._note = ""
         self._dirty, self._next_publish, self._published = False, 0.0, False
 
+    def setup(self, **info) -> None:
+        # What MLflow has before any trial event (a resumed sweep's finished and failed trials): read later, a
+        # trial that just failed would be counted from MLflow and from its error event both.
+        self._safely(self._load)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         run_id = (trial.last_result or {}).get("mlflow_run_id")
         if run_id:  # no id: stopped before its final report (ASHA, Ctrl-C), so not a finished trial

@@ -269,6 +269,11 @@ def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = No
         errors.append("experiment is empty; name the MLflow experiment, e.g. experiment=vd_resnet26")
     if not str(cfg.mlflow.tracking_uri).strip():
         errors.append("mlflow.tracking_uri is empty; unset it for sqlite:///mlflow.db or set MLFLOW_TRACKING_URI")
+    if cfg.model_registry is not None and (not str(cfg.model_registry).strip()
+                                           or any(c in str(cfg.model_registry) for c in "/:")):
+        # MLflow's own rule for registered model names, checked before the sweep rather than at its closing.
+        errors.append(f"model_registry={cfg.model_registry!r} is no MLflow model name (not empty, no '/' or ':'); "
+                      "e.g. model_registry=vd-front, or leave it unset")
     _check_axes(cfg, errors)
     _check_search(plan, errors)
     domains = _check_domains(cfg, errors)

@@ -57,3 +57,15 @@ def test_an_unreachable_server_skips_the_update_without_stopping_the_sweep(caplo
         progress.on_trial_complete(0, [], trial("run"))
         progress.on_step_end(0, [])
     assert "could not update the sweep's page in MLflow yet" in caplog.text
+
+
+def test_a_failed_trial_counts_once_though_its_run_is_already_failed_in_mlflow(store, two_trial_sweep):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    earlier = find_or_create_child(client, experiment_id, parent, "t8", "earlier")  # failed before a resume
+    client.set_terminated(earlier, "FAILED")
+    progress = SweepProgress(uri, experiment_id, parent, publish_every_s=3600)
+    progress.setup()  # Tune calls it before any trial event
+    client.set_terminated(unfinished, "FAILED")  # the trainable marks its run FAILED, then Tune reports the error
+    progress.on_trial_error(0, [], trial(None))
+    assert client.get_run(parent).data.metrics[M.TRIALS_FAILED] == 2

@@ -263,3 +263,10 @@ def test_a_search_builds_its_corner_trials_so_bap_configs_own_checks_run():
     # sharing_weight is bap's to check (bap.config.SharingConfig), as in every grid trial
     [error] = errors_of(optuna_sweep("sharing_weight=lots"))
     assert "sharing.weight='lots'" in error and error.startswith("trial {")
+
+
+@pytest.mark.parametrize("name", ["", "lab/front", "a:b"])
+def test_a_model_registry_name_mlflow_would_refuse_fails_before_the_sweep(name):
+    cfg = compose_sweep_config([f"model_registry='{name}'"])
+    with pytest.raises(SweepConfigError, match="model_registry=.* is no MLflow model name"):
+        validate(plan_sweep(cfg))
