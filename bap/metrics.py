@@ -35,6 +35,7 @@ __all__ = [
     "SWITCHES",
     "TRIALS_FAILED",
     "TRIALS_FINISHED",
+    "TRIALS_STOPPED",
     "UNION_FRACTION",
     "VAL_ACC_MEAN",
     "acc_key",
@@ -84,6 +85,7 @@ BUDGET_TARGET = "budget_target"  # the usage each domain may have at this point 
 # A sweep's summary on its parent run, logged as trials finish with step = trials finished (so MLflow draws curves).
 TRIALS_FINISHED = "sweep/trials_finished"  # trials with final, pruned-model metrics
 TRIALS_FAILED = "sweep/trials_failed"
+TRIALS_STOPPED = "sweep/trials_stopped"  # stopped early by the scheduler: neither finished nor failed
 FRONT_SIZE = "sweep/front_size"  # configurations on the accuracy-vs-parameters fronts, all groups together
 
 

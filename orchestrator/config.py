@@ -25,7 +25,7 @@ from bap.config import BudgetConfig, DataConfig, ExperimentConfig, ModelConfig, 
 # MLflow 3's own default store: one file, no server, and `mlflow ui --backend-store-uri sqlite:///mlflow.db`
 # run in the launch directory opens it (plain `mlflow ui` too, unless a ./mlruns directory exists there).
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-SCHEDULERS = ("none", "asha")
+SCHEDULERS = ("none", "asha", "pareto")
 # model.weights=embedded: pretrain each backbone on the embedded source domain (orchestrator.pretrained).
 EMBEDDED_WEIGHTS = "embedded"
 # Trial parameters, in the order plan_sweep() nests them (the last varies fastest).
@@ -40,15 +40,18 @@ LOG_UNIFORM = ("sharing_weight", "lr", "switch_lr")
 
 @dataclass
 class SchedulerConfig:
-    # none: every trial runs all epochs; asha: early-stop the worst trials on `metric` (needs per-epoch reports).
+    # none: every trial runs all epochs; asha: early-stop the worst trials on `metric` (needs per-epoch reports);
+    # pareto: stop a trial its group's finished trials dominate by `margin` (orchestrator.stopping).
     name: str = "none"
     metric: str = M.VAL_ACC_MEAN
     mode: str = "max"
-    # In epochs (Tune's training_iteration): ASHA never stops a trial before grace_period.
+    # In epochs: neither ASHA nor pareto stops a trial before grace_period.
     grace_period: int = 1
     reduction_factor: float = 2.0
     # None: train.epochs.
     max_t: Optional[int] = None
+    # pareto: accuracy points (percent) a finished trial must be ahead, at no higher params_ratio, to stop one.
+    margin: float = 2.0
 
 
 @dataclass

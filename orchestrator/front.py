@@ -22,8 +22,8 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from bap import metrics as M
 from orchestrator.pareto import group_points, hypervolume, pareto_front
 from orchestrator.plots import configurations, front_accuracy, group_key, pareto_table, write_pareto_report
-from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG,
-                                   child_runs)
+from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, STOPPED_TAG, SWEEP_TAG,
+                                   TRIAL_ID_TAG, child_runs)
 
 FRONT_TABLE = "front.json"  # the front as an MLflow table artifact (``log_table``)
 # The front's columns, in the description and the table artifact.
@@ -63,17 +63,23 @@ def finished_records(runs: Iterable[Any]) -> list[dict]:
     return [r for r in records if r[M.PARAMS_TOTAL] is not None]
 
 
+def stopped_count(runs: Iterable[Any]) -> int:
+    """Trials the scheduler stopped early (tagged ``STOPPED_TAG``)."""
+    return sum(STOPPED_TAG in r.data.tags for r in runs)
+
+
 def pareto_tags(runs: Iterable[Any]) -> dict[str, str]:
     """Run id -> its ``pareto_optimal`` tag as read, for ``publish_front`` to re-tag only what changes."""
     return {r.info.run_id: r.data.tags[PARETO_TAG] for r in runs if PARETO_TAG in r.data.tags}
 
 
-def summary_metrics(records: list[dict], failed: int) -> dict[str, float]:
-    """The sweep so far, for its parent run: trials finished and failed, the number of configurations on the
-    fronts, each group's hypervolume (accuracy vs params_ratio, against ``pareto.HV_REFERENCE``) and the best
+def summary_metrics(records: list[dict], failed: int, stopped: int) -> dict[str, float]:
+    """The sweep so far, for its parent run: trials finished, failed and stopped early, the number of configurations
+    on the fronts, each group's hypervolume (accuracy vs params_ratio, against ``pareto.HV_REFERENCE``) and the best
     configuration-mean accuracy at each budget (to 2 decimals). Seeds of one configuration count as one point, their mean."""
     points = configurations(records)
-    metrics = {M.TRIALS_FINISHED: float(len(records)), M.TRIALS_FAILED: float(failed), M.FRONT_SIZE: 0.0}
+    metrics = {M.TRIALS_FINISHED: float(len(records)), M.TRIALS_FAILED: float(failed),
+               M.TRIALS_STOPPED: float(stopped), M.FRONT_SIZE: 0.0}
     for (domain_set, backbone), members in group_points(points, group_key).items():
         # MLflow keys take no "+": dtd+svhn -> dtd.svhn
         metrics[M.hypervolume_key(f"{backbone}/{domain_set.replace('+', '.')}")] = hypervolume(
@@ -92,17 +98,18 @@ def hypervolume_by_sweep(records: list[dict]) -> list[dict]:
     sweep and group, comparable across the sweeps of an experiment since the reference is fixed."""
     rows = []
     for sweep, members in group_points(records, "sweep").items():
-        metrics = summary_metrics(members, failed=0)
+        metrics = summary_metrics(members, failed=0, stopped=0)
         prefix = M.hypervolume_key("")
         rows += [{"sweep": sweep, "group": key[len(prefix):], "trials": len(members), "hypervolume": value}
                  for key, value in metrics.items() if key.startswith(prefix)]
     return rows
 
 
-def log_summary(client: MlflowClient, run_id: str, records: list[dict], failed: int) -> None:
+def log_summary(client: MlflowClient, run_id: str, records: list[dict], failed: int, stopped: int) -> None:
     """``summary_metrics`` in one request, with the finished-trial count as the step."""
     now, step = int(time.time() * 1000), len(records)
-    client.log_batch(run_id, metrics=[Metric(k, v, now, step) for k, v in summary_metrics(records, failed).items()])
+    client.log_batch(run_id, metrics=[Metric(k, v, now, step)
+                                      for k, v in summary_metrics(records, failed, stopped).items()])
 
 
 def _cell(value: Any) -> str:
@@ -230,6 +237,6 @@ def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, s
     if records:
         note = sweep_note(client, client.get_run(parent_run_id))
         table = publish_front(client, parent_run_id, records, pareto_tags(runs), note)
-    log_summary(client, parent_run_id, records, failed)
+    log_summary(client, parent_run_id, records, failed, stopped_count(runs))
     client.set_terminated(parent_run_id, status)
     return table

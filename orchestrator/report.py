@@ -20,7 +20,7 @@ from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
 from orchestrator.front import (finished_records, format_table, hypervolume_by_sweep, log_summary, pareto_tags,
-                                publish_front)
+                                publish_front, stopped_count)
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
 from orchestrator.tracking import child_runs, client_for, use_fail_fast_http
@@ -56,7 +56,8 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
             f"{' (projection_heavy trials included)' if include_heavy else ''}: plots in `pareto_params.png` and "
             "`pareto.html`, every trial in `pareto.csv`.")
     table = publish_front(client, run.info.run_id, records, pareto_tags(runs), note)
-    log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs))
+    log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs),
+                stopped=stopped_count(runs))
     client.set_terminated(run.info.run_id)
     print(format_table(table))
     names = {sweep: client.get_run(sweep).info.run_name if sweep else "(orchestrator.train runs)"

@@ -31,14 +31,15 @@ from ray.tune.search.optuna import OptunaSearch
 from bap import metrics as M
 from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import (collect_records, finish_sweep, finished_records, format_table, log_summary,
-                                pareto_tags, publish_front, run_record, sweep_note)
+                                pareto_tags, publish_front, run_record, stopped_count, sweep_note)
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
-from orchestrator.tracking import (COMMAND_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment, flatten, poll,
+from orchestrator.stopping import ParetoStopping
+from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment, flatten, poll,
                                    run_page, use_fail_fast_http, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
@@ -54,18 +55,19 @@ _SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIIS
 
 class SweepProgress(tune.Callback):
     """The parent run as the sweep's live page. As each trial finishes, its record (one MLflow read: that trial's
-    run) joins the records kept here and the summary metrics are logged with step = trials finished; the front
+    run) joins the records kept here and the summary metrics are logged with step = trials finished (a trial the
+    scheduler stops is tagged ``STOPPED_TAG`` and counted as stopped); the front
     (plots, tables, description, the tags that change) is republished at most every ``publish_every_s``, or less
     often when publishing is slow, so it takes at most ``PUBLISH_SHARE`` of the sweep's time; the closing
     publishes the final one. Runs on Tune's event loop: with fail-fast HTTP an outage skips an update, and an
     error here is logged, never allowed to stop the sweep."""
 
-    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str,
+    def __init__(self, tracking_uri: str, experiment_id: str, parent_run_id: str, scheduler: str = "none",
                  publish_every_s: float = PUBLISH_EVERY_S) -> None:
         self.tracking_uri, self.experiment_id, self.parent_run_id = tracking_uri, experiment_id, parent_run_id
-        self.publish_every_s = publish_every_s
+        self.scheduler, self.publish_every_s = scheduler, publish_every_s
         self._records: dict[str, dict] | None = None  # run id -> record; read from MLflow once, on first use
-        self._failed = 0
+        self._failed = self._stopped = 0
         self._tagged: dict[str, str] = {}
         self._note = ""
         self._dirty, self._next_publish, self._published = False, 0.0, False
@@ -75,10 +77,16 @@ class SweepProgress(tune.Callback):
         # trial that just failed would be counted from MLflow and from its error event both.
         self._safely(self._load)
 
+    def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
+        # Tune marks the result that made the scheduler stop a trial done; a trial's own last result is final.
+        if result.get("done") and not result.get("final") and result.get("mlflow_run_id"):
+            tag = f"{self.scheduler} at epoch {int(result.get('epoch', 0))}"
+            self._update(lambda client: client.set_tag(result["mlflow_run_id"], STOPPED_TAG, tag), stopped=1)
+
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        run_id = (trial.last_result or {}).get("mlflow_run_id")
-        if run_id:  # no id: stopped before its final report (ASHA, Ctrl-C), so not a finished trial
-            self._update(lambda client: self._add(run_record(client.get_run(run_id))))
+        result = trial.last_result or {}
+        if result.get("final"):  # else stopped before its final report (a scheduler, Ctrl-C): not a finished trial
+            self._update(lambda client: self._add(run_record(client.get_run(result["mlflow_run_id"]))))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(lambda client: None, failed=1)
@@ -91,12 +99,13 @@ class SweepProgress(tune.Callback):
         if record[M.PARAMS_TOTAL] is not None:
             self._records[record["run_id"]] = record
 
-    def _update(self, change: Callable, failed: int = 0) -> None:
+    def _update(self, change: Callable, failed: int = 0, stopped: int = 0) -> None:
         def update(client) -> None:
             self._load(client)
             self._failed += failed
+            self._stopped += stopped
             change(client)
-            log_summary(client, self.parent_run_id, list(self._records.values()), self._failed)
+            log_summary(client, self.parent_run_id, list(self._records.values()), self._failed, self._stopped)
             self._dirty = True
             if time.monotonic() >= self._next_publish:
                 self._publish(client)
@@ -107,6 +116,7 @@ class SweepProgress(tune.Callback):
             runs = child_runs(client, self.experiment_id, self.parent_run_id)
             self._records = {r["run_id"]: r for r in finished_records(runs)}
             self._failed = sum(run.info.status == "FAILED" for run in runs)
+            self._stopped = stopped_count(runs)
             self._tagged = pareto_tags(runs)
             self._note = sweep_note(client, client.get_run(self.parent_run_id))
 
@@ -149,10 +159,23 @@ def _scheduler(cfg: SweepConfig):
     s = cfg.scheduler
     if s.name == "none":
         return None
+    if s.name == "pareto":
+        return ParetoStopping(grace_period=s.grace_period, margin=s.margin)
     # One more than the epochs: the trial's last report carries its final (pruned-model) metrics.
     max_t = (s.max_t or cfg.train.epochs) + 1
     return ASHAScheduler(time_attr="training_iteration", metric=s.metric, mode=s.mode, max_t=max_t,
                          grace_period=s.grace_period, reduction_factor=s.reduction_factor)
+
+
+class StoppedAsPrunedOptunaSearch(OptunaSearch):
+    """Ray's ``OptunaSearch``, which tells Optuna a trial stopped before its final result (``scheduler=pareto``)
+    was pruned. The base class would tell it the stopped trial's partial objectives (cost, no acc_mean), which
+    Optuna refuses, leaving the trial RUNNING in the study."""
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if result is not None and any(result.get(metric) is None for metric in self.metric):
+            result = None
+        super().on_trial_complete(trial_id, result, error)
 
 
 def _searcher(plan: SweepPlan) -> OptunaSearch | None:
@@ -160,7 +183,8 @@ def _searcher(plan: SweepPlan) -> OptunaSearch | None:
         return None
     s = plan.cfg.search
     goals = objectives(s)
-    return OptunaSearch(metric=list(goals), mode=list(goals.values()), sampler=_SAMPLERS[s.sampler](seed=s.seed))
+    return StoppedAsPrunedOptunaSearch(metric=list(goals), mode=list(goals.values()),
+                                       sampler=_SAMPLERS[s.sampler](seed=s.seed))
 
 
 def _param_space(plan: SweepPlan) -> dict:
@@ -267,7 +291,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
             tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
                                  spool_dir=spool_dir, weights=weights),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
-        ), [SweepProgress(cfg.mlflow.tracking_uri, experiment_id, parent_run_id), digests])
+        ), [SweepProgress(cfg.mlflow.tracking_uri, experiment_id, parent_run_id, cfg.scheduler.name), digests])
         digests.record(sweep_dir)  # tuner.pkl, written as the Tuner was made
         with digests.watching(sweep_dir), _graceful_stop() as stopped, \
                 _environ({_TUNE_STRICT_METRICS_ENV: "1"} if plan.space else {}):

@@ -29,6 +29,7 @@ EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_de
 DIGESTS_TAG = "bap.sweep_digests"
 PARETO_TAG = "pareto_optimal"
 ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
+STOPPED_TAG = "bap.stopped_early"  # on a KILLED run the scheduler stopped: which scheduler, at which epoch
 ERROR_TAG_LIMIT = 5000  # of its text: the first lines say enough
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param value
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff before it raises: about

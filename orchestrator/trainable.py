@@ -123,9 +123,10 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
 
     def epoch_done(epoch_metrics: dict[str, Any]) -> None:
         numeric = _numeric(epoch_metrics)
+        # MLflow first: Tune's report is where a trial the scheduler stops ends, this epoch recorded.
+        recorder.log_metrics(numeric, step=int(numeric["epoch"]))
         if on_epoch is not None:
             on_epoch(numeric)
-        recorder.log_metrics(numeric, step=int(numeric["epoch"]))
 
     result = bap.train(cfg, callback=epoch_done, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress)
 
@@ -201,7 +202,8 @@ def run_trial(
         resume = os.path.isfile(os.path.join(checkpoint_dir, CHECKPOINT_NAME))
 
         def report(metrics: dict[str, float]) -> None:
-            tune.report({**metrics, "budget": params["budget"]},
+            # The run id in every result: a trial the scheduler stops is tagged so from the driver.
+            tune.report({**metrics, "budget": params["budget"], "mlflow_run_id": run_id},
                         checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report,

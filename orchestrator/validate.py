@@ -189,9 +189,15 @@ def _check_ray(cfg: SweepConfig, resources: Optional[Dict[str, float]], errors: 
 def _check_scheduler(cfg: SweepConfig, errors: List[str]) -> None:
     s = cfg.scheduler
     if s.name not in SCHEDULERS:
-        errors.append(f"scheduler.name={s.name!r} is not supported; use scheduler=none or scheduler=asha")
+        errors.append(f"scheduler.name={s.name!r} is not supported; use scheduler=" + " or scheduler=".join(SCHEDULERS))
     if s.mode not in ("max", "min"):
         errors.append(f"scheduler.mode={s.mode!r} must be max or min")
+    if s.name == "pareto":
+        if not 1 <= s.grace_period < cfg.train.epochs:
+            errors.append(f"scheduler.grace_period={s.grace_period} must be in [1, train.epochs={cfg.train.epochs}) "
+                          "epochs: stopping after the last epoch would save only the final pruning")
+        if not (math.isfinite(s.margin) and s.margin >= 0):
+            errors.append(f"scheduler.margin={s.margin} must be >= 0 accuracy points (percent), e.g. 2.0")
     if s.name != "asha":
         return
     max_t = s.max_t if s.max_t is not None else cfg.train.epochs
@@ -254,7 +260,8 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
                           f"seed; keep one ({key}={_one_value(values)}) or use search=grid")
     if cfg.scheduler.name == "asha":
         errors.append("scheduler=asha stops trials before their final acc_mean, which search=optuna's sampler "
-                      "learns from; use scheduler=none")
+                      "learns from; use scheduler=none, or scheduler=pareto (its stopped trials are told to the sampler "
+                      "as pruned)")
 
 
 def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:

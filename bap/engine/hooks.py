@@ -46,19 +46,30 @@ class EvalHook(Hook):
 
 
 class CountHook(Hook):
-    """Size of the model the current masks would materialize to, relative to the single-domain backbone.
+    """Size of the pruned model training would end with if it stopped now, relative to the single-domain backbone:
+    the current masks projected to the budget (as ``finalize`` does), materialized and counted; the switches are
+    left as they were.
 
-    Reported every epoch so a sweep shows trials moving along the accuracy-cost plane, not only where they end.
+    Reported every epoch so a sweep shows trials moving along the accuracy-cost plane, and so a scheduler can
+    place a running trial there (before the budget has annealed, the unprojected masks are larger than any model
+    the trial can end with).
     """
 
     def after_epoch(self, trainer: "Trainer") -> None:
         from bap.counting import count, reference_counts
+        from bap.losses import project_to_budget
         from bap.prune import materialize
 
+        model = trainer.model
         sizes = {name: d.input_size for name, d in trainer.domains.items()}
         if not hasattr(self, "reference"):
-            self.reference = reference_counts(trainer.model, sizes)
-        counts = count(materialize(trainer.model), sizes)
+            self.reference = reference_counts(model, sizes)
+        latents = [p.detach().clone() for p in model.switch_parameters()]
+        project_to_budget(model, trainer.cfg.budget.beta, trainer.costs)
+        counts = count(materialize(model), sizes)
+        with torch.no_grad():
+            for p, saved in zip(model.switch_parameters(), latents):
+                p.copy_(saved)
         trainer.epoch_metrics[M.PARAMS_RATIO] = counts.params / self.reference.params
         trainer.epoch_metrics[M.MACS_RATIO] = counts.macs_mean / self.reference.macs_mean
 

@@ -81,8 +81,8 @@ def test_summary_counts_trials_and_measures_each_groups_front_on_configuration_m
         _record("h", 99.0, 0.1, 0.1, heavy=True),  # heavily projected: never on the front
         _record("d", 40.0, 0.5, 0.5, domain_set="dtd+svhn"),
     ]
-    m = summary_metrics(records, failed=2)
-    assert m[M.TRIALS_FINISHED] == 6 and m[M.TRIALS_FAILED] == 2
+    m = summary_metrics(records, failed=2, stopped=3)
+    assert (m[M.TRIALS_FINISHED], m[M.TRIALS_FAILED], m[M.TRIALS_STOPPED]) == (6, 2, 3)
     assert m[M.FRONT_SIZE] == 3  # (b, the a-mean) in all, d in dtd+svhn
     # Against the reference (cost 1.5, accuracy 0): steps at 0.25 (50) and 0.5 (65).
     assert m[M.hypervolume_key("resnet26/all")] == pytest.approx((0.5 - 0.25) * 50 + (1.5 - 0.5) * 65)
@@ -151,6 +151,6 @@ def test_each_sweeps_hypervolume_is_its_own_fronts_against_the_same_reference():
     second = [dict(_record("c", 70.0, 0.5, 0.5), sweep="s2")]
     rows = {(r["sweep"], r["group"]): r for r in hypervolume_by_sweep(first + second)}
     assert set(rows) == {("s1", "resnet26/all"), ("s2", "resnet26/all")}
-    assert rows["s1", "resnet26/all"]["hypervolume"] == summary_metrics(first, 0)[M.hypervolume_key("resnet26/all")]
+    assert rows["s1", "resnet26/all"]["hypervolume"] == summary_metrics(first, 0, 0)[M.hypervolume_key("resnet26/all")]
     assert rows["s2", "resnet26/all"]["hypervolume"] == pytest.approx((1.5 - 0.5) * 70.0)
     assert rows["s1", "resnet26/all"]["trials"] == 2

@@ -22,7 +22,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
 import bap
 from bap import metrics as M
 from orchestrator.front import FRONT_TABLE
-from orchestrator.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARETO_TAG, SWEEP_TAG, TRIAL_ID_TAG
+from orchestrator.pareto import pareto_front
+from orchestrator.stopping import dominated_by
+from orchestrator.tracking import (EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, PARETO_TAG, STOPPED_TAG, SWEEP_TAG,
+                                   TRIAL_ID_TAG)
 
 pytestmark = pytest.mark.slow
 
@@ -360,8 +363,41 @@ def test_an_asha_sweep_runs_to_its_front(tmp_path):
     (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
     assert parent.info.status == "FINISHED"
     # A trial ASHA stopped early did not finish: KILLED, not RUNNING forever and not FINISHED.
-    statuses = [r.info.status for r in children(client, experiment_id)]
+    runs = children(client, experiment_id)
+    statuses = [r.info.status for r in runs]
     assert len(statuses) == 2 and "FINISHED" in statuses and set(statuses) <= {"FINISHED", "KILLED"}
+    assert all(r.data.tags[STOPPED_TAG].startswith("asha at epoch") for r in runs if r.info.status == "KILLED")
+
+
+def test_a_pareto_sweep_stops_exactly_the_trials_its_finished_ones_dominate(tmp_path):
+    # One trial at a time, so each trial's front is that of the trials before it; the rule is replayed on what
+    # MLflow recorded, so the test holds whichever trials the data make dominated.
+    epochs = 3
+    args = ["budgets=0.25,0.5,1.0", "experiment=pareto", "scheduler=pareto", "scheduler.margin=0",
+            "ray.max_concurrent_trials=1", *TINY, f"train.epochs={epochs}"]
+    proc = run("orchestrator.sweep", args, tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    client, experiment_id = client_and_experiment(tmp_path, "pareto")
+    (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
+    assert parent.info.status == "FINISHED"
+    front, stopped = [], 0
+    for r in sorted(children(client, experiment_id), key=lambda r: r.info.start_time):
+        history = {key: {m.step: m.value for m in client.get_metric_history(r.info.run_id, key)}
+                   for key in (M.VAL_ACC_MEAN, M.PARAMS_RATIO)}
+        points = [(history[M.VAL_ACC_MEAN][e], history[M.PARAMS_RATIO][e]) for e in sorted(history[M.VAL_ACC_MEAN])]
+        expected = next((e for e, p in enumerate(points, 1) if dominated_by(p, front, margin=0)), None)
+        if expected is None:
+            assert r.info.status == "FINISHED" and STOPPED_TAG not in r.data.tags and len(points) == epochs
+            if r.data.metrics[M.PROJECTION_HEAVY] == 0:
+                front = pareto_front([*front, (r.data.metrics[M.ACC_MEAN], r.data.metrics[M.PARAMS_RATIO])],
+                                     lambda p: p[0], lambda p: p[1])
+        else:  # stopped on that epoch's result, which MLflow has; never finished
+            assert (r.info.status, r.data.tags[STOPPED_TAG], len(points)) == ("KILLED", f"pareto at epoch {expected}",
+                                                                              expected)
+            assert M.ACC_MEAN not in r.data.metrics
+            stopped += 1
+    metrics = parent.data.metrics
+    assert (metrics[M.TRIALS_FINISHED], metrics[M.TRIALS_STOPPED]) == (3 - stopped, stopped)
 
 
 OPTUNA = ["search=optuna", "search.num_samples=3", "scheduler=none", "search.budget=[0.3,0.9]",

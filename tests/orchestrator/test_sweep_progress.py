@@ -7,12 +7,13 @@ from types import SimpleNamespace
 
 from bap import metrics as M
 from orchestrator.sweep import SweepProgress
-from orchestrator.tracking import PARETO_TAG, find_or_create_child
+from orchestrator.tracking import PARETO_TAG, STOPPED_TAG, find_or_create_child
 from tests.orchestrator.helpers import closed_port_uri
 
 
 def trial(run_id: str | None):
-    return SimpleNamespace(last_result={"mlflow_run_id": run_id} if run_id else {"val/acc_mean": 1.0})
+    """A trial as Tune hands it to callbacks: its last result final (with its run), or an epoch's."""
+    return SimpleNamespace(last_result={"mlflow_run_id": run_id, "final": 1.0} if run_id else {"val/acc_mean": 1.0})
 
 
 def test_each_finished_trial_is_read_once_and_updates_the_summary_and_front(store, two_trial_sweep):
@@ -69,3 +70,23 @@ def test_a_failed_trial_counts_once_though_its_run_is_already_failed_in_mlflow(s
     client.set_terminated(unfinished, "FAILED")  # the trainable marks its run FAILED, then Tune reports the error
     progress.on_trial_error(0, [], trial(None))
     assert client.get_run(parent).data.metrics[M.TRIALS_FAILED] == 2
+
+
+def test_a_trial_the_scheduler_stops_is_tagged_and_counted_stopped_never_finished(store, two_trial_sweep):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    progress = SweepProgress(uri, experiment_id, parent, scheduler="pareto", publish_every_s=0)
+    epoch = {"epoch": 1, M.VAL_ACC_MEAN: 30.0, "mlflow_run_id": unfinished}
+    progress.on_trial_result(0, [], trial(None), {**epoch})  # an ordinary epoch: nothing to record
+    assert STOPPED_TAG not in client.get_run(unfinished).data.tags
+    stopped = {**epoch, "epoch": 2, "done": True}  # Tune marks the result the scheduler stopped on done
+    progress.on_trial_result(0, [], SimpleNamespace(last_result=stopped), stopped)
+    progress.on_trial_complete(0, [], SimpleNamespace(last_result=stopped))
+    progress.on_trial_complete(0, [], trial(done))
+    assert client.get_run(unfinished).data.tags[STOPPED_TAG] == "pareto at epoch 2"
+    metrics = client.get_run(parent).data.metrics
+    assert (metrics[M.TRIALS_FINISHED], metrics[M.TRIALS_STOPPED], metrics[M.TRIALS_FAILED]) == (1, 1, 0)
+    # A resumed sweep's page counts what MLflow already has.
+    again = SweepProgress(uri, experiment_id, parent, scheduler="pareto", publish_every_s=0)
+    again.setup()
+    assert again._stopped == 1

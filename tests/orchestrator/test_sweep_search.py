@@ -50,3 +50,14 @@ def test_the_sampler_is_seeded_and_learns_from_both_final_metrics():
     searcher.on_trial_complete("t0", {M.ACC_MEAN: 61.0, M.MACS_RATIO: 0.4, M.PARAMS_RATIO: 0.5})
     (told,) = searcher._ot_study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert told.values == [61.0, 0.4] and told.params["budget"] == drawn[0]["budget"]
+
+
+def test_a_trial_stopped_before_its_final_result_is_told_to_optuna_as_pruned():
+    # scheduler=pareto stops trials after an epoch's result: a cost but no acc_mean. Ray's OptunaSearch would
+    # tell Optuna [None, cost], which it refuses, so the trial stayed RUNNING in the study.
+    searcher, drawn = suggestions(plan_sweep(compose_sweep_config([*SEARCH, "scheduler=pareto"])), 2)
+    searcher.on_trial_complete("t0", {"epoch": 1, M.VAL_ACC_MEAN: 20.0, M.PARAMS_RATIO: 0.5, "done": True})
+    searcher.on_trial_complete("t1", {M.ACC_MEAN: 61.0, M.PARAMS_RATIO: 0.5})
+    states = {t.params["budget"]: t.state for t in searcher._ot_study.get_trials()}
+    assert states == {drawn[0]["budget"]: optuna.trial.TrialState.PRUNED,
+                      drawn[1]["budget"]: optuna.trial.TrialState.COMPLETE}

@@ -176,7 +176,17 @@ def test_asha_settings():
     assert any("scheduler.grace_period=20 must be in [1, max_t=10]" in e for e in errors)
     assert any("scheduler.reduction_factor=1" in e for e in errors)
     cfg.scheduler.name = "hyperband"
-    assert any("scheduler=none or scheduler=asha" in e for e in errors_of(cfg))
+    assert any("scheduler=none or scheduler=asha or scheduler=pareto" in e for e in errors_of(cfg))
+
+
+def test_pareto_stopping_settings():
+    validate(plan_sweep(compose_sweep_config(["scheduler=pareto"])), CPU2)
+    validate(plan_sweep(compose_sweep_config(["scheduler=pareto", "search=optuna"])), CPU2)  # composes with both
+    assert errors_of(compose_sweep_config(["scheduler=pareto", "train.epochs=3", "scheduler.grace_period=3",
+                                           "scheduler.margin=-1"])) == [
+        "scheduler.grace_period=3 must be in [1, train.epochs=3) epochs: stopping after the last epoch would save "
+        "only the final pruning",
+        "scheduler.margin=-1.0 must be >= 0 accuracy points (percent), e.g. 2.0"]
 
 
 def test_bap_config_checks_run_for_every_trial():
@@ -251,7 +261,7 @@ def test_a_search_keeps_one_backbone_domain_set_and_seed():
 def test_a_search_refuses_asha_whose_stopped_trials_have_no_final_accuracy():
     assert errors_of(optuna_sweep("scheduler=asha")) == [
         "scheduler=asha stops trials before their final acc_mean, which search=optuna's sampler learns from; "
-        "use scheduler=none"]
+        "use scheduler=none, or scheduler=pareto (its stopped trials are told to the sampler as pruned)"]
 
 
 def test_an_unknown_search_algorithm():

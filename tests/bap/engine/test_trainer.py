@@ -1,6 +1,7 @@
 """Joint training: budgets bind, sharing shares, switches are stable, the loop resumes exactly, every epoch is
 reported (METHOD 3b's properties)."""
 
+import copy
 import dataclasses
 
 import pytest
@@ -9,8 +10,11 @@ import torch
 from bap import ExperimentConfig, train
 from bap import metrics as M
 from bap.config import BASELINES, SHARING_OPTIONS, BudgetConfig, ModelConfig, SharingConfig, TrainConfig
+from bap.counting import count, reference_counts
 from bap.engine.hooks import CHECKPOINT_NAME, Hook
 from bap.engine.trainer import Trainer
+from bap.losses import project_to_budget, usage_summary
+from bap.prune import materialize
 from bap.train import build_for, finalize
 from tests.bap.helpers import tiny_domain
 
@@ -90,6 +94,31 @@ def test_usage_follows_the_annealed_target_every_epoch(tiny_domains):
     assert targets[0] < 1.0 and targets[-1] == 0.3 and targets == sorted(targets, reverse=True)
     for h in result.history:
         assert h[M.BUDGET_TARGET] - 0.03 <= h["budget_usage/alpha"] <= h[M.BUDGET_TARGET] + 1e-12
+
+
+def test_each_epoch_reports_the_size_it_would_end_with_and_leaves_the_switches_alone(tiny_domains):
+    # What a Pareto-aware scheduler compares: while the budget anneals, the current masks are larger than any model
+    # the trial can end with; the reported size is theirs projected to the budget, as finalize would.
+    seen = []
+
+    class Look(Hook):  # runs after the built-in hooks, CountHook included
+        def after_epoch(self, trainer):
+            sizes = {name: d.input_size for name, d in trainer.domains.items()}
+            reference = reference_counts(trainer.model, sizes).params
+            usage = usage_summary(trainer.model.masks(), trainer.costs)["usage"]
+            model = copy.deepcopy(trainer.model)
+            unprojected = count(materialize(model), sizes).params / reference
+            project_to_budget(model, trainer.cfg.budget.beta, trainer.costs)
+            projected = count(materialize(model), sizes).params / reference
+            seen.append((trainer.epoch_metrics, unprojected, projected, usage))
+
+    train(config(budget=0.3, epochs=4, steps=5), domains=tiny_domains, hooks=[Look()])
+    for metrics, unprojected, projected, usage in seen:
+        assert metrics[M.PARAMS_RATIO] == pytest.approx(projected)
+        # the switches are as training left them: the usage the epoch reported, before the hooks ran
+        assert all(float(usage[d]) == pytest.approx(metrics[M.budget_usage_key(d)]) for d in tiny_domains)
+    first, unprojected = seen[0][0], seen[0][1]
+    assert first[M.BUDGET_TARGET] > 0.5 and first[M.PARAMS_RATIO] < unprojected - 0.1
 
 
 def test_at_budget_one_no_switch_turns_off(tiny_domains):
