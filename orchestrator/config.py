@@ -50,7 +50,8 @@ class SchedulerConfig:
     reduction_factor: float = 2.0
     # None: train.epochs.
     max_t: Optional[int] = None
-    # pareto: accuracy points (percent) a finished trial must be ahead, at no higher params_ratio, to stop one.
+    # pareto: accuracy points (percent) a finished trial must have been ahead at the same epoch, at no higher
+    # params_ratio, to stop a trial.
     margin: float = 2.0
 
 

@@ -5,43 +5,34 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from ray.tune.experiment import Trial
 from ray.tune.schedulers import TrialScheduler
 
 from bap import metrics as M
 from orchestrator.stopping import ParetoStopping, dominated_by
 
 CONTINUE, STOP = TrialScheduler.CONTINUE, TrialScheduler.STOP
+CONTROLLER = None  # the scheduler never reads Tune's controller
 
 
-def trial(trial_id, domains=None, backbone="resnet26", status=Trial.RUNNING, last_result=None):
-    return SimpleNamespace(trial_id=trial_id, config={"backbone": backbone, "domains": domains}, status=status,
-                           last_result=last_result)
-
-
-def final(acc, cost, heavy=0.0):
-    return {M.ACC_MEAN: acc, M.PARAMS_RATIO: cost, M.VAL_ACC_MEAN: acc, M.PROJECTION_HEAVY: heavy, "final": 1.0,
-            "epoch": 4}
+def trial(trial_id, domains=None, backbone="resnet26"):
+    return SimpleNamespace(trial_id=trial_id, config={"backbone": backbone, "domains": domains})
 
 
 def epoch(n, acc, cost):
     return {"epoch": n, M.VAL_ACC_MEAN: acc, M.PARAMS_RATIO: cost}
 
 
-class Controller:
-    def __init__(self, *trials):
-        self.trials = list(trials)
-
-    def get_trials(self):
-        return self.trials
+def final(acc=50.0, cost=0.5, heavy=0.0):
+    return {M.ACC_MEAN: acc, M.PARAMS_RATIO: cost, M.VAL_ACC_MEAN: acc, M.PROJECTION_HEAVY: heavy, "final": 1.0}
 
 
-def scheduler_with(controller, *finished, grace_period=2, margin=2.0):
-    """A scheduler that has seen ``finished`` (trial, final result) pairs complete."""
-    scheduler = ParetoStopping(grace_period=grace_period, margin=margin)
-    for done, result in finished:
-        scheduler.on_trial_complete(controller, done, result)
-    return scheduler
+def finish(scheduler, done, curve, last=None):
+    """``done`` reports ``curve`` (epoch -> (acc, cost)), then its final result, and completes."""
+    for n, (acc, cost) in curve.items():
+        assert scheduler.on_trial_result(CONTROLLER, done, epoch(n, acc, cost)) == CONTINUE
+    last = last or final()
+    assert scheduler.on_trial_result(CONTROLLER, done, last) == CONTINUE
+    scheduler.on_trial_complete(CONTROLLER, done, last)
 
 
 @pytest.mark.parametrize("point, stopped", [
@@ -56,42 +47,38 @@ def test_a_point_is_stopped_only_when_a_finished_trial_beats_it_by_the_margin_at
     assert (dominated_by(point, front, margin=2.0) is not None) is stopped
 
 
-def test_no_trial_stops_before_its_grace_period_or_on_its_final_result():
-    controller = Controller()
-    scheduler = scheduler_with(controller, (trial("a"), final(80.0, 0.3)))
-    running = trial("b")
-    assert scheduler.on_trial_result(controller, running, epoch(1, 10.0, 0.9)) == CONTINUE  # grace_period=2
-    assert scheduler.on_trial_result(controller, running, final(10.0, 0.9)) == CONTINUE
-    assert scheduler.on_trial_result(controller, running, epoch(2, 10.0, 0.9)) == STOP
+def test_trials_are_compared_at_the_same_epoch_never_before_the_grace_period():
+    scheduler = ParetoStopping(grace_period=2, margin=2.0)
+    finish(scheduler, trial("a"), {1: (30.0, 0.5), 2: (45.0, 0.5), 3: (50.0, 0.5)}, final(60.0, 0.5))
+    b = trial("b")
+    assert scheduler.on_trial_result(CONTROLLER, b, epoch(1, 10.0, 0.9)) == CONTINUE  # grace_period=2
+    # At epoch 2, 44 is within the margin of a's 45: not a's final 60, which b has not had the epochs to reach.
+    assert scheduler.on_trial_result(CONTROLLER, b, epoch(2, 44.0, 0.5)) == CONTINUE
+    assert scheduler.on_trial_result(CONTROLLER, b, epoch(3, 47.0, 0.5)) == STOP
+    assert scheduler.on_trial_result(CONTROLLER, trial("c"), final(1.0, 0.9)) == CONTINUE  # done anyway
 
 
 def test_only_finished_trials_of_the_same_group_count():
-    controller = Controller()
-    scheduler = scheduler_with(
-        controller,
-        (trial("other-set", domains=["dtd", "svhn"]), final(90.0, 0.3)),
-        (trial("other-backbone", backbone="resnet50"), final(90.0, 0.3)),
-        (trial("heavy"), final(90.0, 0.3, heavy=1.0)),  # left off the front, as in the sweep's
-        (trial("stopped"), epoch(2, 90.0, 0.3)),  # stopped early itself: no final result
-    )
-    assert scheduler.on_trial_result(controller, trial("b"), epoch(3, 50.0, 0.5)) == CONTINUE
+    scheduler = ParetoStopping(grace_period=1, margin=2.0)
+    strong = {1: (90.0, 0.3)}
+    finish(scheduler, trial("other-set", domains=["dtd", "svhn"]), strong)
+    finish(scheduler, trial("other-backbone", backbone="resnet50"), strong)
+    finish(scheduler, trial("heavy"), strong, final(heavy=1.0))  # left off the front, as in the sweep's
+    stopped = trial("stopped")  # stopped early itself: it completes without a final result
+    scheduler.on_trial_result(CONTROLLER, stopped, epoch(1, 90.0, 0.3))
+    scheduler.on_trial_complete(CONTROLLER, stopped, epoch(1, 90.0, 0.3))
+    running = trial("running")
+    scheduler.on_trial_result(CONTROLLER, running, epoch(1, 90.0, 0.3))  # reported, never finished
+    assert scheduler.on_trial_result(CONTROLLER, trial("b"), epoch(1, 50.0, 0.5)) == CONTINUE
     same_set = trial("c", domains=["dtd", "svhn"])
-    assert scheduler.on_trial_result(controller, same_set, epoch(3, 50.0, 0.5)) == STOP
+    assert scheduler.on_trial_result(CONTROLLER, same_set, epoch(1, 50.0, 0.5)) == STOP
 
 
-def test_the_front_grows_with_each_finished_trial_and_dominated_ones_drop_off():
-    controller = Controller()
-    scheduler = scheduler_with(controller, (trial("a"), final(60.0, 0.5)))
-    assert scheduler.on_trial_result(controller, trial("b"), epoch(2, 61.0, 0.8)) == CONTINUE
-    scheduler.on_trial_complete(controller, trial("c"), final(70.0, 0.4))  # dominates a
-    assert scheduler.on_trial_result(controller, trial("b"), epoch(2, 61.0, 0.8)) == STOP
-    assert scheduler._fronts[("resnet26", "all")] == [(70.0, 0.4)]
-
-
-def test_a_restored_sweep_starts_from_the_trials_tune_already_finished():
-    finished = trial("a", status=Trial.TERMINATED, last_result=final(80.0, 0.3))
-    killed = trial("k", status=Trial.TERMINATED, last_result=epoch(2, 95.0, 0.1))  # stopped: no final result
-    controller = Controller(finished, killed)
-    scheduler = ParetoStopping(grace_period=1, margin=2.0)  # as Tune restores it: empty
-    assert scheduler.on_trial_result(controller, trial("b"), epoch(1, 50.0, 0.3)) == STOP
-    assert scheduler.on_trial_result(controller, trial("b"), epoch(1, 50.0, 0.29)) == CONTINUE
+def test_each_epochs_front_grows_with_finished_trials_and_dominated_points_drop_off():
+    scheduler = ParetoStopping(grace_period=1, margin=0.0)
+    finish(scheduler, trial("a"), {1: (60.0, 0.5)})
+    assert scheduler.on_trial_result(CONTROLLER, trial("b"), epoch(1, 61.0, 0.8)) == CONTINUE
+    finish(scheduler, trial("c"), {1: (70.0, 0.4)})  # dominates a's point
+    assert scheduler.on_trial_result(CONTROLLER, trial("b"), epoch(1, 61.0, 0.8)) == STOP
+    assert scheduler._fronts[("resnet26", "all")] == {1: [(70.0, 0.4)]}
+    assert set(scheduler._curves) == {"b"}  # finished trials' curves moved into the fronts

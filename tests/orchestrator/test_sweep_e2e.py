@@ -370,8 +370,8 @@ def test_an_asha_sweep_runs_to_its_front(tmp_path):
 
 
 def test_a_pareto_sweep_stops_exactly_the_trials_its_finished_ones_dominate(tmp_path):
-    # One trial at a time, so each trial's front is that of the trials before it; the rule is replayed on what
-    # MLflow recorded, so the test holds whichever trials the data make dominated.
+    # One trial at a time, so each trial is compared with the trials before it; the rule is replayed on what MLflow
+    # recorded (every epoch's point), so the test holds whichever trials the data make dominated.
     epochs = 3
     args = ["budgets=0.25,0.5,1.0", "experiment=pareto", "scheduler=pareto", "scheduler.margin=0",
             "ray.max_concurrent_trials=1", *TINY, f"train.epochs={epochs}"]
@@ -380,17 +380,17 @@ def test_a_pareto_sweep_stops_exactly_the_trials_its_finished_ones_dominate(tmp_
     client, experiment_id = client_and_experiment(tmp_path, "pareto")
     (parent,) = client.search_runs([experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''")
     assert parent.info.status == "FINISHED"
-    front, stopped = [], 0
+    fronts, stopped = {e: [] for e in range(1, epochs + 1)}, 0  # epoch -> the finished trials' front
     for r in sorted(children(client, experiment_id), key=lambda r: r.info.start_time):
         history = {key: {m.step: m.value for m in client.get_metric_history(r.info.run_id, key)}
                    for key in (M.VAL_ACC_MEAN, M.PARAMS_RATIO)}
-        points = [(history[M.VAL_ACC_MEAN][e], history[M.PARAMS_RATIO][e]) for e in sorted(history[M.VAL_ACC_MEAN])]
-        expected = next((e for e, p in enumerate(points, 1) if dominated_by(p, front, margin=0)), None)
+        points = {e: (history[M.VAL_ACC_MEAN][e], history[M.PARAMS_RATIO][e]) for e in history[M.VAL_ACC_MEAN]}
+        expected = next((e for e in sorted(points) if dominated_by(points[e], fronts[e], margin=0)), None)
         if expected is None:
             assert r.info.status == "FINISHED" and STOPPED_TAG not in r.data.tags and len(points) == epochs
             if r.data.metrics[M.PROJECTION_HEAVY] == 0:
-                front = pareto_front([*front, (r.data.metrics[M.ACC_MEAN], r.data.metrics[M.PARAMS_RATIO])],
-                                     lambda p: p[0], lambda p: p[1])
+                for e, point in points.items():
+                    fronts[e] = pareto_front([*fronts[e], point], lambda p: p[0], lambda p: p[1])
         else:  # stopped on that epoch's result, which MLflow has; never finished
             assert (r.info.status, r.data.tags[STOPPED_TAG], len(points)) == ("KILLED", f"pareto at epoch {expected}",
                                                                               expected)
