@@ -1,0 +1,213 @@
+"""Does a search, or Pareto-aware stopping, find the front with fewer trials and fewer trial-epochs than a grid?
+
+Runs the product's own sweeps on the method study's trial settings (``sweeps/preset/study.yaml``: the embedded
+data, ResNet-26 at width 0.25, 4 epochs of 25 steps, two trials at a time), one seed per trial so every variant
+trains the same trial the same way and only the choice of trials differs:
+
+- ``grid``: sharing union, jaccard, consensus, none x budgets 1, 0.75, 0.5, 0.25 (16 trials);
+- ``optuna``: ``search=optuna`` over the same losses and budgets in [0.2, 1.0], half the grid's trials, one sweep
+  per search seed;
+- each again with ``scheduler=pareto`` (its default grace period and margin).
+
+From MLflow, in the order trials ended: the hypervolume of the front (``orchestrator.front.summary_metrics``, the
+sweep's own metric) against trials and against trial-epochs (the epochs each trial trained, stopped ones
+included). Targets: optuna reaches the grid's final hypervolume within 1% with at most half the grid's trials;
+``scheduler=pareto`` saves at least 30% of trial-epochs with at most 2% hypervolume lost.
+
+    python -m benchmarks.search_efficiency     # about 35 min on 2 cores; finished sweeps are reused on a rerun
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from matplotlib.figure import Figure
+
+from bap import metrics as M
+from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, git_commit, machine_info,
+                                markdown_table, print_result, write_section)
+from orchestrator.front import run_record, summary_metrics
+from orchestrator.tracking import STOPPED_TAG, SWEEP_TAG, child_runs, client_for
+
+LOSSES = "[union,jaccard,consensus,none]"
+STUDY = ["preset=study", f"sharing={LOSSES}", "seeds=[0]"]
+GRID = [*STUDY, "budgets=[1.0,0.75,0.5,0.25]"]
+GRID_TRIALS = 16
+OPTUNA = [*STUDY, "search=optuna", f"search.num_samples={GRID_TRIALS // 2}", "search.budget=[0.2,1.0]"]
+PARETO = ["scheduler=pareto"]
+QUICK = ["model.weights=null", "model.width=0.125", "data.train_per_class=8", "data.val_per_class=4",
+         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=8", "sharing=[union,none]",
+         "budgets=[1.0,0.5]", "search.num_samples=2"]
+GROUP = M.hypervolume_key("resnet26/all")
+HV_TOLERANCE, EPOCH_SAVING, HV_LOSS = 0.01, 0.30, 0.02
+PLOT = "docs/search_efficiency.png"
+
+
+def variants(search_seeds: Sequence[int]) -> dict[str, list[str]]:
+    """Variant name -> its sweep's overrides."""
+    out = {"grid": GRID, "grid+pareto": [*GRID, *PARETO]}
+    for seed in search_seeds:
+        out[f"optuna s{seed}"] = [*OPTUNA, f"search.seed={seed}"]
+        out[f"optuna+pareto s{seed}"] = [*OPTUNA, f"search.seed={seed}", *PARETO]
+    return out
+
+
+def experiment_name(variant: str) -> str:
+    return "se_" + variant.replace("+", "_").replace(" ", "_")
+
+
+def run_sweep(variant: str, overrides: Sequence[str], work: Path, uri: str) -> None:
+    """The sweep as a user runs it, unless a finished one of this variant is already in the store."""
+    client, name = client_for(uri), experiment_name(variant)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None and client.search_runs([experiment.experiment_id], filter_string=(
+            f"tags.`{SWEEP_TAG}` != '' and attributes.status = 'FINISHED'")):
+        print(f"{variant}: reusing the finished sweep in {work}", flush=True)
+        return
+    start = time.monotonic()
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT), "RAY_ADDRESS": ""}
+    done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", f"experiment={name}", *overrides], cwd=work,
+                          env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the {variant} sweep failed:\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+    print(f"{variant}: {time.monotonic() - start:.0f} s", flush=True)
+
+
+def trials_of(uri: str, variant: str) -> list[dict[str, Any]]:
+    """The variant's trials in the order they ended: record, epochs trained, stopped early or not."""
+    client = client_for(uri)
+    experiment = client.get_experiment_by_name(experiment_name(variant))
+    runs = [r for r in child_runs(client, experiment.experiment_id) if r.info.status in ("FINISHED", "KILLED")]
+    trials = []
+    for run in sorted(runs, key=lambda r: r.info.end_time):
+        epochs = len(client.get_metric_history(run.info.run_id, M.VAL_ACC_MEAN))
+        trials.append({"record": run_record(run), "epochs": epochs, "stopped": STOPPED_TAG in run.data.tags})
+    return trials
+
+
+def curve(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
+    """After each trial: trials so far, trial-epochs so far, and the front's hypervolume."""
+    points, finished, epochs = [], [], 0
+    for n, trial in enumerate(trials, 1):
+        epochs += trial["epochs"]
+        if trial["record"][M.PARAMS_TOTAL] is not None:
+            finished.append(trial["record"])
+        hv = summary_metrics(finished, failed=0, stopped=0).get(GROUP, 0.0)
+        points.append({"trials": n, "trial_epochs": epochs, "hypervolume": hv})
+    return points
+
+
+def summarise(variant: str, points: Sequence[Mapping[str, float]], target: float,
+              trials: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One table row: final hypervolume, effort, and the effort to reach ``target`` (None: never reached)."""
+    reached = next((p for p in points if p["hypervolume"] >= target), None)
+    return {"variant": variant, "trials": len(points), "stopped": sum(t["stopped"] for t in trials),
+            "trial_epochs": points[-1]["trial_epochs"] if points else 0,
+            "hypervolume": points[-1]["hypervolume"] if points else 0.0,
+            "trials_to_target": reached["trials"] if reached else None,
+            "epochs_to_target": reached["trial_epochs"] if reached else None}
+
+
+def _pareto_effect(rows: Mapping[str, Mapping[str, Any]], base: str, stopped: str) -> tuple[float, float]:
+    """Share of trial-epochs saved and of hypervolume lost by the ``stopped`` variant against ``base``."""
+    a, b = rows[base], rows[stopped]
+    return 1 - b["trial_epochs"] / a["trial_epochs"], 1 - b["hypervolume"] / a["hypervolume"]
+
+
+def verdicts(rows: Mapping[str, Mapping[str, Any]], search_seeds: Sequence[int]) -> dict[str, float]:
+    """The targets' numbers: optuna's final hypervolume over the grid's (median over search seeds), and what
+    scheduler=pareto saves and loses on the grid and on the search (median over search seeds)."""
+    grid = _pareto_effect(rows, "grid", "grid+pareto")
+    optuna = [_pareto_effect(rows, f"optuna s{s}", f"optuna+pareto s{s}") for s in search_seeds]
+    return {
+        "optuna_hv_ratio": statistics.median(rows[f"optuna s{s}"]["hypervolume"] / rows["grid"]["hypervolume"]
+                                             for s in search_seeds),
+        "grid_pareto_epoch_saving": grid[0], "grid_pareto_hv_loss": grid[1],
+        "optuna_pareto_epoch_saving": statistics.median(saved for saved, _ in optuna),
+        "optuna_pareto_hv_loss": statistics.median(lost for _, lost in optuna),
+    }
+
+
+def with_overrides(overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
+    """``overrides`` with those of ``extra`` replacing the ones of the same key (Hydra refuses a key twice)."""
+    keys = {o.split("=", 1)[0] for o in extra}
+    return [o for o in overrides if o.split("=", 1)[0] not in keys] + list(extra)
+
+
+def plot(curves: Mapping[str, Sequence[Mapping[str, float]]], target: float, path: Path) -> None:
+    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    for ax, x, label in zip(fig.subplots(1, 2), ("trials", "trial_epochs"), ("trials", "trial-epochs")):
+        for variant, points in curves.items():
+            style = "--" if "pareto" in variant else "-"
+            ax.plot([p[x] for p in points], [p["hypervolume"] for p in points], style, marker=".", label=variant,
+                    color="black" if variant.startswith("grid") else None, alpha=0.85)
+        ax.axhline(target, color="tab:red", lw=1, ls=":", label="99% of the grid's final hypervolume")
+        ax.set(xlabel=label, ylabel="front hypervolume (resnet26/all)", title=f"hypervolume against {label}")
+        ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
+    parser.add_argument("--search-seeds", default="0,1,2", help="seeds of the search itself (default 0,1,2)")
+    parser.add_argument("--work-dir", default="runs/search_efficiency",
+                        help="where the sweeps run and their MLflow store stays (reused by a rerun)")
+    args = parser.parse_args(argv)
+    seeds = [int(s) for s in args.search_seeds.split(",")]
+    work = Path(args.work_dir + ("_quick" if args.quick else "")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    uri = f"sqlite:///{work}/mlflow.db"
+    info, commit = machine_info(), git_commit()
+    print(describe_machine(info), flush=True)
+    plan = variants(seeds)
+    curves, trials = {}, {}
+    for variant, overrides in plan.items():
+        run_sweep(variant, with_overrides(overrides, QUICK if args.quick else []), work, uri)
+        trials[variant] = trials_of(uri, variant)
+        curves[variant] = curve(trials[variant])
+    target = (1 - HV_TOLERANCE) * curves["grid"][-1]["hypervolume"]
+    rows = {v: summarise(v, curves[v], target, trials[v]) for v in plan}
+    result = verdicts(rows, seeds)
+    table = markdown_table(list(rows.values()), ["variant", "trials", "stopped", "trial_epochs", "hypervolume",
+                                                  "trials_to_target", "epochs_to_target"],
+                           {"hypervolume": ".1f"})
+    print(table)
+    if not args.quick:
+        plot(curves, target, REPO_ROOT / PLOT)
+    write_section(args, "search_efficiency", section(info, commit, table, result, seeds, work))
+    for name, value in result.items():
+        print_result(f"search_efficiency_{name}", value)
+
+
+def section(info: Mapping[str, Any], commit: str, table: str, result: Mapping[str, float], seeds: Sequence[int],
+            work: Path) -> str:
+    met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
+    return "\n".join([
+        "## Search efficiency: grid, Optuna and Pareto-aware stopping (`benchmarks/search_efficiency.py`)", "",
+        describe_machine(info), f"- commit `{commit}`; sweeps in `{work.name}/` (search seeds {seeds})", "",
+        f"![hypervolume against trials and trial-epochs]({PLOT})", "",
+        "`trials_to_target`, `epochs_to_target`: effort until the front's hypervolume first reached 99% of the "
+        "grid's final one (– never). `stopped`: trials `scheduler=pareto` stopped early.", "", table, "",
+        f"- optuna's final hypervolume / the grid's (median over search seeds), {GRID_TRIALS // 2} trials against "
+        f"{GRID_TRIALS}: {result['optuna_hv_ratio']:.3f}; target >= {1 - HV_TOLERANCE:.2f}: "
+        f"{met(result['optuna_hv_ratio'] >= 1 - HV_TOLERANCE)}",
+        f"- `scheduler=pareto` on the grid: {result['grid_pareto_epoch_saving']:.1%} of trial-epochs saved, "
+        f"{result['grid_pareto_hv_loss']:.1%} hypervolume lost; on optuna (medians): "
+        f"{result['optuna_pareto_epoch_saving']:.1%} saved, {result['optuna_pareto_hv_loss']:.1%} lost; target "
+        f">= {EPOCH_SAVING:.0%} saved with <= {HV_LOSS:.0%} lost: "
+        f"{met(result['grid_pareto_epoch_saving'] >= EPOCH_SAVING and result['grid_pareto_hv_loss'] <= HV_LOSS)} "
+        f"(grid), {met(result['optuna_pareto_epoch_saving'] >= EPOCH_SAVING and result['optuna_pareto_hv_loss'] <= HV_LOSS)} (optuna)",
+        "", "```", *(f"RESULT search_efficiency_{k}={v:.4f}" for k, v in result.items()), "```",
+    ])
+
+
+if __name__ == "__main__":
+    main()
