@@ -12,6 +12,7 @@ channel's cost), never below it, and a switch turns off only to meet the budget.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
@@ -131,6 +132,8 @@ def project_to_budget(model: MultiDomainNet, budget: float, costs: Mapping[str, 
     before the schedule did. Returns how many switches were turned off per domain.
     """
     convs = model.switched_convs()
+    if not convs:
+        return {domain: 0 for domain in model.domains}
     names = list(convs)
     cost = torch.cat([costs[n] for n in names])
     turned_off = {}
@@ -161,37 +164,71 @@ def usage_summary(domain_masks: Mapping[str, Masks], costs: Mapping[str, Tensor]
     return {"usage": usage, "union": union, "overlap": overlap}
 
 
+@dataclass(frozen=True)
+class CostLayout:
+    """The switches' costs laid out for the sharing loss, once per model: every switch in ``costs`` order (the
+    model's switched-conv order), its weight (its cost over its layer's total with ``normalize="layer"``, over the
+    network's with ``"cost"``) and its layer's index (all 0 with ``"cost"``: one layer)."""
+
+    weight: Tensor  # [C]
+    layer: Tensor  # [C], long
+    layers: int
+
+
+def cost_layout(costs: Mapping[str, Tensor], normalize: str = "layer") -> CostLayout:
+    if normalize not in SHARING_NORMALIZATIONS:
+        raise ValueError(f"sharing.normalize={normalize!r} is not supported; use layer or cost")
+    names = list(costs)
+    if normalize == "cost":
+        weight = torch.cat([costs[n] for n in names])
+        return CostLayout(weight / weight.sum(), torch.zeros_like(weight, dtype=torch.long), 1)
+    weight = torch.cat([costs[n] / costs[n].sum() for n in names])
+    sizes = torch.tensor([len(costs[n]) for n in names], device=weight.device)
+    return CostLayout(weight, torch.repeat_interleave(torch.arange(len(names), device=weight.device), sizes),
+                      len(names))
+
+
+def stack_masks(domain_masks: Sequence[Masks], costs: Mapping[str, Tensor]) -> Tensor:
+    """Per-domain ``{conv: mask}`` as one ``[D, C]`` tensor, columns in ``costs`` order (``CostLayout``'s)."""
+    return torch.stack([torch.cat([masks[n] for n in costs]) for masks in domain_masks])
+
+
 def _pairwise_mean(matrix: Tensor) -> Tensor:
-    """Mean of the off-diagonal entries of a symmetric [D, D] matrix (the mean over pairs d < e)."""
-    d = matrix.shape[0]
-    return (matrix.sum() - matrix.diagonal().sum()) / (d * (d - 1))
+    """Mean of the off-diagonal entries of symmetric ``[..., D, D]`` matrices (the mean over pairs d < e)."""
+    d = matrix.shape[-1]
+    return (matrix.sum((-2, -1)) - matrix.diagonal(dim1=-2, dim2=-1).sum(-1)) / (d * (d - 1))
 
 
-def _loss_on(kind: str, m: Tensor, w: Tensor, q: float, eps: float) -> Tensor:
-    """The sharing loss of masks ``m[D, C]`` with costs ``w[C]`` summing to 1; 0 when all domains agree."""
-    d = m.shape[0]
+def _per_layer(values: Tensor, layout: CostLayout) -> Tensor:
+    """Sums of ``values[C, ...]`` within each layer: ``[L, ...]``."""
+    return values.new_zeros((layout.layers, *values.shape[1:])).index_add(0, layout.layer, values)
+
+
+def flat_sharing_loss(kind: str, m: Tensor, layout: CostLayout, *, q: float = 0.5, eps: float = 1e-8) -> Tensor:
+    """The sharing loss of masks ``m[D, C]`` (``layout``'s columns): each layer's loss, with its weights summing to
+    1, averaged over layers; 0 when all domains agree. The same few ops for any number of layers: terms linear in
+    the weights are summed over the whole vector at once, the others (jaccard's) per layer by an index sum."""
+    d, w, layers = m.shape[0], layout.weight.to(m.dtype), layout.layers
     if kind == "int":  # pairwise co-use reward: every other user of a channel adds to its pull
-        co_use = (m * w) @ m.T
-        return 1 - _pairwise_mean(co_use)
+        return 1 - _pairwise_mean((m * w) @ m.T) / layers
     if kind == "union":  # concave cost in the number of users: a private channel costs most, every user feels it
         users = m.sum(0)
-        cost = (1 - (1 - q) ** users) / (1 - (1 - q) ** d)
-        return (w * cost).sum()
+        return (w * (1 - (1 - q) ** users)).sum() / (1 - (1 - q) ** d) / layers
     if kind == "jaccard":  # mean pairwise Tanimoto of the cost-weighted masks: scale-free in the budget level
-        inter = (m * w) @ m.T
-        size = inter.diagonal()
-        union = size[:, None] + size[None, :] - inter
-        return 1 - _pairwise_mean(inter / (union + eps))
+        inter = _per_layer(w[:, None, None] * m.T[:, :, None] * m.T[:, None, :], layout)  # [L, D, D]
+        size = inter.diagonal(dim1=-2, dim2=-1)
+        union = size[:, :, None] + size[:, None, :] - inter
+        return 1 - _pairwise_mean(inter / (union + eps)).mean()
     if kind == "consensus":  # cost-weighted variance across domains, scaled to [0, 1]
-        return (w * ((m - m.mean(0)) ** 2).sum(0)).sum() / (d / 4)
-    intersection = (w * m.prod(0)).sum()
-    union = (w * (1 - (1 - m).prod(0))).sum()
+        return (w * ((m - m.mean(0)) ** 2).sum(0)).sum() / (d / 4) / layers
+    intersection = w * m.prod(0)
+    union = w * (1 - (1 - m).prod(0))
     if kind == "int_dway":
-        return 1 - intersection
+        return 1 - intersection.sum() / layers
     if kind == "union_dway":
-        return union
+        return union.sum() / layers
     if kind == "jaccard_dway":
-        return 1 - intersection / (union + eps)
+        return 1 - (_per_layer(intersection, layout) / (_per_layer(union, layout) + eps)).mean()
     raise ValueError(f"sharing.loss={kind!r} has no loss term; use one of {', '.join(SHARING_LOSSES)}")
 
 
@@ -210,18 +247,9 @@ def sharing_loss(
     ``normalize="layer"``: the loss of every layer with its costs scaled to sum to 1, averaged over layers, so
     early layers (small per-channel costs) feel the same pressure as late ones; ``"cost"``: one loss over the
     whole network in the budget's unit. ``q`` shapes the concave ``union`` cost (small q: closer to linear).
+    The trainer calls ``flat_sharing_loss`` with the masks and layout it keeps flat.
     """
-    if normalize not in SHARING_NORMALIZATIONS:
-        raise ValueError(f"sharing.normalize={normalize!r} is not supported; use layer or cost")
     if len(domain_masks) < 2:
         raise ValueError("a sharing loss needs at least two domains; use sharing.loss=none for one")
-    names = list(costs)
-    if normalize == "cost":
-        m = torch.stack([torch.cat([masks[n] for n in names]) for masks in domain_masks])
-        w = torch.cat([costs[n] for n in names])
-        return _loss_on(kind, m, (w / w.sum()).to(m.dtype), q, eps)
-    per_layer = []
-    for n in names:
-        m = torch.stack([masks[n] for masks in domain_masks])
-        per_layer.append(_loss_on(kind, m, (costs[n] / costs[n].sum()).to(m.dtype), q, eps))
-    return torch.stack(per_layer).mean()
+    layout = cost_layout(costs, normalize)
+    return flat_sharing_loss(kind, stack_masks(domain_masks, costs), layout, q=q, eps=eps)

@@ -25,6 +25,9 @@ from bap.atomic import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = "BENCHMARKS.md"
+# A 1-minute load average at or above this before a run means another process shared the CPUs (2 cores here):
+# timings then move by tenths, and the section says so.
+BUSY_LOAD = 0.5
 _TITLE = "# Benchmarks\n\nEach section is written by one script in `benchmarks/`; rerun that script to refresh it.\n"
 
 
@@ -41,7 +44,8 @@ def _cpu_model() -> str:
 
 
 def machine_info() -> dict[str, Any]:
-    """What a reader needs to compare numbers across machines: CPU, cores, threads, versions, GPU, date (UTC)."""
+    """What a reader needs to compare numbers across machines: CPU, cores, threads, versions, GPU, date (UTC), the
+    code's commit, and the load average before the run."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -52,6 +56,7 @@ def machine_info() -> dict[str, Any]:
         "python": platform.python_version(),
         "cuda": None,
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "commit": git_commit(),
     }
     try:
         info["load_average"] = tuple(round(v, 2) for v in os.getloadavg())
@@ -81,8 +86,13 @@ def describe_machine(info: Mapping[str, Any]) -> str:
         f"- CUDA: {info['cuda'] or 'none present'}",
         f"- date: {info['date']}",
     ]
+    lines.append(f"- code: commit `{info['commit']}`" + (" (uncommitted changes)" if info["commit"].endswith("-dirty")
+                                                           else ""))
     if "load_average" in info:
         lines.append(f"- load average at start (1, 5, 15 min): {', '.join(map(str, info['load_average']))}")
+        if info["load_average"][0] >= BUSY_LOAD:
+            lines.append(f"- **the machine was busy** (1-min load average >= {BUSY_LOAD} before the run): another "
+                         "process shared the CPUs, so timings and their ratios may be off by tenths")
     return "\n".join(lines)
 
 

@@ -31,7 +31,7 @@ import mlflow.utils.rest_utils as rest_utils
 from mlflow.tracking import MlflowClient
 
 from bap import metrics as M
-from benchmarks._common import (REPO_ROOT, add_common_args, current_rss_bytes, describe_machine, git_commit,
+from benchmarks._common import (REPO_ROOT, add_common_args, current_rss_bytes, describe_machine,
                                 machine_info, markdown_table, print_result, write_section)
 from localstack.processes import base_env
 from localstack.stack import Stack
@@ -167,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60)")
     args = parser.parse_args(argv)
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
-    info, commit = machine_info(), git_commit()  # the code measured: the commit the run starts at
+    info = machine_info()  # the code measured: the commit the run starts at
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bap-large-") as tmp:
         work = Path(tmp)
@@ -188,7 +188,7 @@ def main(argv: list[str] | None = None) -> None:
     publish_share = last["publish_s"] / max(PUBLISH_EVERY_S, last["publish_s"] / PUBLISH_SHARE)
     body = "\n".join([
         "## Large sweeps: the driver's MLflow cost against N (`benchmarks/large_sweep.py`)", "",
-        f"{describe_machine(info)}; commit {commit}; {time.perf_counter() - started:.0f} s. Regenerate with "
+        f"{describe_machine(info)}; {time.perf_counter() - started:.0f} s. Regenerate with "
         "`python -m benchmarks.large_sweep`. MLflow over HTTP (the stack's server, SQLite).", "",
         markdown_table(rows, COLUMNS, FORMATS), "",
         "Growth exponents (slope of log cost against log N; 0 flat, 1 linear): "

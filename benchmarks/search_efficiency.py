@@ -31,7 +31,7 @@ from typing import Any, Mapping, Sequence
 from matplotlib.figure import Figure
 
 from bap import metrics as M
-from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, git_commit, machine_info,
+from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, machine_info,
                                 markdown_table, print_result, write_section)
 from orchestrator.front import run_record, summary_metrics
 from orchestrator.tracking import STOPPED_TAG, SWEEP_TAG, child_runs, client_for
@@ -165,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     work = Path(args.work_dir + ("_quick" if args.quick else "")).resolve()
     work.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{work}/mlflow.db"
-    info, commit = machine_info(), git_commit()
+    info = machine_info()
     print(describe_machine(info), flush=True)
     plan = variants(seeds)
     curves, trials = {}, {}
@@ -182,17 +182,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     print(table)
     if not args.quick:
         plot(curves, target, REPO_ROOT / PLOT)
-    write_section(args, "search_efficiency", section(info, commit, table, result, seeds, work))
+    write_section(args, "search_efficiency", section(info, table, result, seeds, work))
     for name, value in result.items():
         print_result(f"search_efficiency_{name}", value)
 
 
-def section(info: Mapping[str, Any], commit: str, table: str, result: Mapping[str, float], seeds: Sequence[int],
+def section(info: Mapping[str, Any], table: str, result: Mapping[str, float], seeds: Sequence[int],
             work: Path) -> str:
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     return "\n".join([
         "## Search efficiency: grid, Optuna and Pareto-aware stopping (`benchmarks/search_efficiency.py`)", "",
-        describe_machine(info), f"- commit `{commit}`; sweeps in `{work.name}/` (search seeds {seeds})", "",
+        describe_machine(info), f"- sweeps in `{work.name}/` (search seeds {seeds})", "",
         f"![hypervolume against trials and trial-epochs]({PLOT})", "",
         "`trials_to_target`, `epochs_to_target`: effort until the front's hypervolume first reached 99% of the "
         "grid's final one (– never). `stopped`: trials `scheduler=pareto` stopped early.", "", table, "",

@@ -20,7 +20,7 @@ from bap.engine.hooks import Hook
 from bap.engine.optim import domain_optimizer, switch_optimizer
 from bap import metrics as M
 from bap.baselines import baseline_masks
-from bap.losses import budget_target, select_to_budget, sharing_loss, switch_costs, usage_summary
+from bap.losses import budget_target, cost_layout, flat_sharing_loss, select_to_budget, switch_costs, usage_summary
 from bap.models.multidomain import MultiDomainNet
 
 
@@ -58,11 +58,13 @@ class Trainer:
 
         first = next(iter(self.domains.values()))
         self.costs = switch_costs(self.model, cfg.budget.unit, first.input_size)
+        self.cost_layout = cost_layout(self.costs, cfg.sharing.normalize) if self.costs else None
         if cfg.sharing.baseline:
             # Switches fixed at the budget from the start and never trained; only BN and heads learn.
             generator = torch.Generator().manual_seed(cfg.train.seed)
             self.model.set_masks(baseline_masks(self.model, cfg.sharing.loss, cfg.budget.beta, self.costs, generator))
-        self.switch_optimizer = switch_optimizer(self.model, cfg.train)
+        # None for a net without switches (model.unswitched=["*"]): BN and heads only, the plain baseline.
+        self.switch_optimizer = switch_optimizer(self.model, cfg.train) if self.costs else None
         self.domain_optimizer = domain_optimizer(self.model, cfg.train)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         # The learnable sharing weight's dual variable (ours): weight = max_weight * sigmoid(sharing_rho).
@@ -105,8 +107,9 @@ class Trainer:
         learning_switches = not self.switches_fixed()
         for latent in model.switch_parameters():
             latent.requires_grad_(learning_switches)  # fixed switches: the op skips their gradient
-        self.switch_optimizer.zero_grad(set_to_none=True)
-        self.domain_optimizer.zero_grad(set_to_none=True)
+        optimizers = [o for o in (self.switch_optimizer, self.domain_optimizer) if o is not None]
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         stats: dict[str, float] = {}
         for domain, (x, y) in batches.items():
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
@@ -116,19 +119,19 @@ class Trainer:
             self.scaler.scale(ce).backward()  # per domain, so only one domain's activations are alive at a time
             stats[M.loss_key(f"ce/{domain}")] = ce.item()
 
-        if cfg.sharing.has_loss and len(self.domains) > 1:
+        if cfg.sharing.has_loss and len(self.domains) > 1 and self.cost_layout is not None:
             s = cfg.sharing
             with torch.set_grad_enabled(learning_switches):  # once switches are fixed: logged, not trained
-                shared = sharing_loss(s.loss, [model.soft_masks(d) for d in self.domains], self.costs,
-                                      normalize=s.normalize, q=s.q)
+                shared = flat_sharing_loss(s.loss, model.flat_soft_masks(list(self.domains)), self.cost_layout,
+                                           q=s.q)
             stats[M.LOSS_SHARING] = shared.item()
             if learning_switches:
                 self.scaler.scale(self.sharing_weight() * shared).backward()
             if learning_switches and s.learnable:  # dual ascent on the loss's target, clipped so it can come back
                 self.sharing_rho = min(10.0, max(-10.0, self.sharing_rho + s.dual_lr * (stats[M.LOSS_SHARING] - s.target)))
 
-        self.scaler.step(self.switch_optimizer)
-        self.scaler.step(self.domain_optimizer)
+        for optimizer in optimizers:
+            self.scaler.step(optimizer)
         self.scaler.update()
         if not self.switches_fixed():
             target = self.budget_target(self.step + 1)
@@ -192,7 +195,7 @@ class Trainer:
     def state_dict(self) -> dict[str, Any]:
         return {
             "model": self.model.state_dict(),
-            "switch_optimizer": self.switch_optimizer.state_dict(),
+            "switch_optimizer": self.switch_optimizer.state_dict() if self.switch_optimizer else None,
             "domain_optimizer": self.domain_optimizer.state_dict(),
             "scaler": self.scaler.state_dict(),
             "sharing_rho": self.sharing_rho,
@@ -206,7 +209,8 @@ class Trainer:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.model.load_state_dict(state["model"])
-        self.switch_optimizer.load_state_dict(state["switch_optimizer"])
+        if self.switch_optimizer is not None:
+            self.switch_optimizer.load_state_dict(state["switch_optimizer"])
         self.domain_optimizer.load_state_dict(state["domain_optimizer"])
         self.scaler.load_state_dict(state["scaler"])
         self.sharing_rho = float(state["sharing_rho"])

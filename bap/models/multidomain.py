@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from bap.layers import DomainBatchNorm2d, DomainHeads, SwitchedConv2d
+from bap.layers.switched import binarize
 
 
 class MultiDomainNet(nn.Module):
@@ -38,9 +39,12 @@ class MultiDomainNet(nn.Module):
         convs = self.switched_convs()
         return {d: {name: conv.hard_mask(d) for name, conv in convs.items()} for d in self.domains}
 
-    def soft_masks(self, domain: str) -> dict[str, Tensor]:
-        """Binarised masks that carry straight-through gradients to the latent switches."""
-        return {name: conv.mask(domain) for name, conv in self.switched_convs().items()}
+    def flat_soft_masks(self, domains: Sequence[str]) -> Tensor:
+        """Binarised masks of ``domains`` that carry straight-through gradients to the latent switches: one
+        ``[D, C]`` tensor, columns in ``switched_convs()`` order, made in a few ops rather than a few per conv."""
+        convs = list(self.switched_convs().values())
+        latents = torch.stack([torch.cat([conv.latent[d] for conv in convs]) for d in domains])
+        return binarize(latents, convs[0].threshold)
 
     def set_masks(self, masks: Mapping[str, Mapping[str, Tensor]]) -> None:
         """Set the switches so that ``masks()`` equals ``masks`` (same structure; missing convs stay as they are)."""

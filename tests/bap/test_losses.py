@@ -8,8 +8,8 @@ import torch
 from bap import build_model
 from bap.config import SHARING_LOSSES
 from bap.losses import (
-    budget_target, budget_usage, project_to_budget, select_to_budget, sharing_loss, switch_costs, top_by_cost,
-    usage_summary,
+    SHARING_NORMALIZATIONS, CostLayout, budget_target, budget_usage, cost_layout, flat_sharing_loss,
+    project_to_budget, select_to_budget, sharing_loss, stack_masks, switch_costs, top_by_cost, usage_summary,
 )
 from tests.bap.helpers import random_masks
 
@@ -206,3 +206,45 @@ def test_usage_summary_counts_overlap_as_domains_per_used_cost():
     assert float(summary["union"]) == pytest.approx(0.75)
     assert float(summary["overlap"]) == pytest.approx(1.0 / 0.75)
     assert math.isclose(float(summary["usage"]["a"]), 0.5)
+
+
+def _per_layer_reference(kind, domain_masks, costs, normalize, q=0.5, eps=1e-8):
+    """The loss layer by layer, each with its own few-channel tensors: what flat_sharing_loss must equal."""
+    groups = [list(costs)] if normalize == "cost" else [[n] for n in costs]
+    losses = []
+    for names in groups:
+        m = torch.stack([torch.cat([masks[n] for n in names]) for masks in domain_masks])
+        w = torch.cat([costs[n] for n in names])
+        losses.append(flat_sharing_loss(kind, m, CostLayout(w / w.sum(), torch.zeros(len(w), dtype=torch.long), 1),
+                                        q=q, eps=eps))
+    return torch.stack(losses).mean()
+
+
+@pytest.mark.parametrize("normalize", SHARING_NORMALIZATIONS)
+@pytest.mark.parametrize("kind", SHARING_LOSSES)
+def test_the_whole_network_loss_equals_the_layer_by_layer_one_with_its_gradients(kind, normalize):
+    g = torch.Generator().manual_seed(1)
+    sizes = {"conv_a": 3, "conv_b": 8, "conv_c": 5}
+    costs = {n: torch.rand(k, generator=g, dtype=torch.float64) for n, k in sizes.items()}
+    values = [{n: (torch.rand(k, generator=g) < 0.6).double() for n, k in sizes.items()} for _ in range(4)]
+
+    def loss_and_grads(fn):
+        latents = [{n: v.clone().requires_grad_() for n, v in masks.items()} for masks in values]
+        loss = fn([{n: z - z.detach() + z.detach() for n, z in masks.items()} for masks in latents])
+        loss.backward()
+        return loss.detach(), torch.cat([z.grad for masks in latents for z in masks.values()])
+
+    flat = loss_and_grads(lambda masks: sharing_loss(kind, masks, costs, normalize=normalize))
+    reference = loss_and_grads(lambda masks: _per_layer_reference(kind, masks, costs, normalize))
+    torch.testing.assert_close(flat, reference)
+
+
+def test_the_trainers_flat_masks_are_the_convs_masks_and_pass_gradients_to_every_latent():
+    model = build_model("resnet26", {"a": 3, "b": 4}, width=0.25)
+    model.set_masks(random_masks(model, [0.5, 0.7]))
+    costs = switch_costs(model, "params")
+    flat = model.flat_soft_masks(["a", "b"])
+    hard = model.masks()
+    torch.testing.assert_close(flat.detach(), stack_masks([hard["a"], hard["b"]], costs).float())
+    flat_sharing_loss("union", flat, cost_layout(costs)).backward()
+    assert all(p.grad is not None for p in model.switch_parameters())

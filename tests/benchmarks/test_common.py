@@ -108,7 +108,14 @@ def test_machine_info_has_the_fields_a_section_prints():
         assert key in info
     assert info["torch_threads"] >= 1
     text = _common.describe_machine(info)
-    assert "torch " in text and "CUDA" in text
+    assert "torch " in text and "CUDA" in text and f"commit `{info['commit']}`" in text
+
+
+def test_a_busy_machine_is_said_so_in_the_section():
+    info = {**machine_info(), "load_average": (0.2, 0.1, 0.1)}
+    assert "busy" not in _common.describe_machine(info)
+    info["load_average"] = (1.3, 1.1, 1.0)
+    assert "**the machine was busy**" in _common.describe_machine(info)
 
 
 def test_add_common_args_and_output_path(tmp_path):

@@ -47,7 +47,7 @@ def test_section_holds_tables_and_a_plain_target_comparison_and_keeps_the_notes(
     profiles = {"label": {"glibc defaults": {"wall": [1.0, 0.5], "cpu_share": [0.9, 0.9],
                                              "ops": [{"aten::conv": 2.0}, {"aten::conv": 1.0}]}}}
     body = report.section_body(_args(), {"cpu": "x", "usable_cores": 2, "logical_cores": 2, "torch_threads": 2,
-                                         "torch": "t", "python": "p", "cuda": None, "date": "d"},
+                                         "torch": "t", "python": "p", "cuda": None, "date": "d", "commit": "abc"},
                                {"cpu": results}, excess, profiles, 1.0)
     assert "+0.2000, target missed" in body and "| backbone (unpruned) |" in body
     assert "Reading" not in body and "Why latency" not in body

@@ -266,3 +266,17 @@ def test_every_key_training_writes_is_named_by_bap_metrics(tiny_domains):
     written = set(result.metrics) | {k for entry in result.history for k in entry}
     assert written - named == set(), "keys written by hand instead of through bap.metrics"
     assert {M.VAL_ACC_MEAN, M.PARAMS_RATIO, M.MACS_RATIO, M.LOSS_SHARING} <= written
+
+
+def test_a_net_without_switches_trains_its_bn_and_heads_with_the_same_trainer(tiny_domains):
+    # The plain baseline benchmarks/switch_overhead times: no switch optimizer, no sharing term, nothing pruned.
+    cfg = config(budget=1.0, sharing="union", epochs=2, steps=3)
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, unswitched=["*"]))
+    model = build_for(cfg, tiny_domains)
+    before = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+    trainer = Trainer(model, tiny_domains, cfg)
+    trainer.fit()
+    assert trainer.switch_optimizer is None and M.LOSS_SHARING not in trainer.history[-1]
+    assert all(not torch.equal(before[n], p) for n, p in model.named_parameters() if n in before)
+    result = finalize(trainer)
+    assert result.metrics[M.PARAMS_CONV_RATIO] == 1.0 and result.metrics[M.SWITCHES] == 0
