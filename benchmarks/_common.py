@@ -1,8 +1,9 @@
 """Plumbing shared by the benchmark scripts: machine description, timing, peak RSS, markdown, BENCHMARKS.md.
 
 Every script in ``benchmarks/`` takes ``--quick`` (smaller settings: a smoke run that writes nothing) and
-``--output`` (the markdown file whose section it rewrites), writes only its own ``<!-- BEGIN name -->...<!-- END name -->`` section, and ends with a
-line ``RESULT <name>=<value>`` so CI and people can read the one number the benchmark is about.
+``--output`` (the markdown file whose section it rewrites), writes only its own
+``<!-- BEGIN name -->...<!-- END name -->`` section, and ends with a line ``RESULT <name>=<value>`` so CI and
+people can read the one number the benchmark is about.
 """
 
 from __future__ import annotations
