@@ -119,11 +119,15 @@ def build_data(setting: Setting, tmp: str) -> DataConfig:
 
 
 # ---- measurement ------------------------------------------------------------------------------------------------
-def settings(quick: bool) -> tuple[list[Setting], int, int]:
+def settings(quick: bool, device: str = "cpu") -> tuple[list[Setting], int, int]:
     """The (backbone, data) settings, the batch size per domain and the number of timed rounds.
 
-    ``per_class`` gives every domain at least one batch of distinct train images (svhn has 10 classes).
+    ``per_class`` gives every domain at least one batch of distinct train images (svhn has 10 classes). On CUDA:
+    the full-width nets at the papers' batch size, where the step is fastest against the loaders.
     """
+    if device == "cuda":
+        return [Setting("resnet26", 1.0, "decathlon", ("dtd", "svhn"), steps=10, per_class=7),
+                Setting("resnet50", 1.0, "imagenet_sketch", ("sketches", "flowers"), steps=5, per_class=2)], 64, 5
     if quick:
         return [Setting("resnet26", 0.25, "decathlon", ("dtd", "svhn"), steps=2, per_class=2),
                 Setting("resnet50", 0.125, "imagenet_sketch", ("sketches", "flowers"), steps=2, per_class=1)], 8, 5
@@ -131,19 +135,21 @@ def settings(quick: bool) -> tuple[list[Setting], int, int]:
             Setting("resnet50", 0.25, "imagenet_sketch", ("sketches", "flowers"), steps=3, per_class=1)], 32, 5
 
 
-def trainer_for(setting: Setting, data: DataConfig, domains: Mapping, batch: int, workers: int) -> Trainer:
-    """A trainer as ``bap.train`` builds it (random weights: speed does not depend on them), BAP at budget 0.5."""
+def trainer_for(setting: Setting, data: DataConfig, domains: Mapping, batch: int, workers: int,
+                device: str = "cpu") -> Trainer:
+    """A trainer as ``bap.train`` builds it (random weights: speed does not depend on them), BAP at budget 0.5;
+    on CUDA with AMP, as training there runs."""
     cfg = ExperimentConfig(
         model=ModelConfig(backbone=setting.backbone, width=setting.width), budget=BudgetConfig(beta=0.5),
         data=replace(data, num_workers=workers),
-        train=TrainConfig(steps_per_epoch=setting.steps, batch_size=batch, device="cpu"),
+        train=TrainConfig(steps_per_epoch=setting.steps, batch_size=batch, device=device, amp=True),
     )
     torch.manual_seed(0)
     retain_freed_memory()  # as the trial's entry point does
     return Trainer(build_for(cfg, domains), domains, cfg)
 
 
-def measure(setting: Setting, data: DataConfig, batch: int, rounds: int) -> dict[str, float]:
+def measure(setting: Setting, data: DataConfig, batch: int, rounds: int, device: str = "cpu") -> dict[str, float]:
     """Medians over ``rounds`` rounds in which every function runs once, interleaved: images/s of the step
     (``step``), of loading and stepping (``training w``) and of the loader once its first batch is out
     (``loader w``), and the loader's start-up (``startup w``: seconds from the epoch's start to the first batch
@@ -151,7 +157,7 @@ def measure(setting: Setting, data: DataConfig, batch: int, rounds: int) -> dict
     if setting.steps < 2:
         raise ValueError(f"steps={setting.steps}: the loader's rate after its first batch needs at least 2 steps")
     domains = build_domains(data)
-    trainers = {w: trainer_for(setting, data, domains, batch, w) for w in WORKERS}
+    trainers = {w: trainer_for(setting, data, domains, batch, w, device) for w in WORKERS}
     preloaded = {d: next(train_batches(domains[d].train, batch, 1, seed=0)) for d in domains}
     startups: dict[int, list[float]] = {w: [] for w in WORKERS}
 
@@ -214,13 +220,15 @@ def verdict(rows: list[Mapping]) -> str:
 
 
 def main() -> None:
-    args = add_common_args(argparse.ArgumentParser(description=__doc__)).parse_args()
-    chosen, batch, rounds = settings(args.quick)
+    parser = add_common_args(argparse.ArgumentParser(description=__doc__))
+    parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"], help="where the training step runs")
+    args = parser.parse_args()
+    chosen, batch, rounds = settings(args.quick, args.device)
     start = time.perf_counter()
     rows = []
     with tempfile.TemporaryDirectory(prefix="bap-data-loading-") as tmp:
         for setting in chosen:
-            rates = measure(setting, build_data(setting, tmp), batch, rounds)
+            rates = measure(setting, build_data(setting, tmp), batch, rounds, args.device)
             rows += rows_of(setting, rates)
             print(rows[-len(WORKERS):], flush=True)
     formats = {c: ".0f" for c in ("step img/s", "loader img/s", "loader start-up (ms)", "training img/s")}
@@ -231,7 +239,8 @@ def main() -> None:
     print(table, reading, sep="\n\n")
     sizes = "; ".join(f"{s.backbone} at width {s.width:g} on {s.data} ({', '.join(s.domains)}), {s.steps} steps, "
                       f"{s.per_class} train images per class" for s in chosen)
-    body = f"""## Data loading against the training step (`benchmarks/data_loading.py{' --quick' if args.quick else ''}`)
+    cuda = args.device == "cuda"
+    body = f"""## Data loading against the training step{' on CUDA' if cuda else ''} (`benchmarks/data_loading.py{' --device cuda' if cuda else ''}{' --quick' if args.quick else ''}`)
 
 {describe_machine(machine_info())}
 - Data: generated in a temporary directory and read by `bap.data`'s readers with the paper's train transforms.
@@ -240,7 +249,7 @@ def main() -> None:
   ImageFolder tree (256x256 JPEGs: RandomResizedCrop(224) + flip). The files sit in the page cache, so this is
   decoding and transforms, not disk reads; real sketches (~1111 px PNGs) decode slower than these 256 px JPEGs.
 - Settings: {sizes}; batch {batch} per domain, one batch of every domain per step; switched nets with switches
-  trained (BAP, budget 0.5, jaccard). One timed unit is one epoch of that many steps: `step` on preloaded batches,
+  trained (BAP, budget 0.5, the default union loss){', the step on the GPU with AMP' if cuda else ''}. One timed unit is one epoch of that many steps: `step` on preloaded batches,
   `loader` the epoch's batches (`Trainer.epoch_batches`, a fresh DataLoader per domain and epoch as in training),
   `training` both together. `loader img/s` counts the batches after the first one; `loader start-up`: time to the
   first batch of every domain (worker start included), paid once per epoch. `training img/s` includes that
@@ -256,7 +265,7 @@ def main() -> None:
 `RESULT loader_to_step_ratio`: the smallest `loader / step` over all rows ({ratio:.2f}); below 1 means some setting
 is data-bound.
 """
-    write_section(args, "data_loading", body)
+    write_section(args, "data_loading_cuda" if cuda else "data_loading", body)
     print(f"total {time.perf_counter() - start:.0f}s")
     print_result("loader_to_step_ratio", ratio)
 
