@@ -63,6 +63,9 @@ class SearchConfig:
     num_samples: int = 16
     # tpe: multi-objective TPE (random for its first 10 trials); nsga2: NSGA-II (random for its first 50).
     sampler: str = "tpe"
+    # The random trials a sampler starts with (TPE's n_startup_trials, NSGA-II's population size); None: its
+    # default above. A search of few trials needs fewer, or it is a random search.
+    startup_trials: Optional[int] = None
     seed: int = 0
     cost: str = M.PARAMS_RATIO
     # [low, high] of each trial's budget beta, sampled uniformly; replaces the `budgets` axis.

@@ -50,7 +50,9 @@ PUBLISH_SHARE = 0.04  # and takes at most this share of the sweep's time (the ta
 _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
 # A searcher's objectives (acc_mean and the cost) are in a trial's final result only, not in its per-epoch ones.
 _TUNE_STRICT_METRICS_ENV = "TUNE_DISABLE_STRICT_METRIC_CHECKING"
-_SAMPLERS = {"tpe": optuna.samplers.TPESampler, "nsga2": optuna.samplers.NSGAIISampler}
+# search.sampler -> its Optuna class and the argument search.startup_trials sets.
+_SAMPLERS = {"tpe": (optuna.samplers.TPESampler, "n_startup_trials"),
+             "nsga2": (optuna.samplers.NSGAIISampler, "population_size")}
 
 
 class SweepProgress(tune.Callback):
@@ -183,8 +185,10 @@ def _searcher(plan: SweepPlan) -> OptunaSearch | None:
         return None
     s = plan.cfg.search
     goals = objectives(s)
+    sampler, startup = _SAMPLERS[s.sampler]
+    startup_kw = {} if s.startup_trials is None else {startup: s.startup_trials}
     return StoppedAsPrunedOptunaSearch(metric=list(goals), mode=list(goals.values()),
-                                       sampler=_SAMPLERS[s.sampler](seed=s.seed))
+                                       sampler=sampler(seed=s.seed, **startup_kw))
 
 
 def _param_space(plan: SweepPlan) -> dict:

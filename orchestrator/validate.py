@@ -236,6 +236,9 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
         errors.append(f"search.num_samples={s.num_samples} must be >= 1: the number of trials Optuna picks")
     if s.sampler not in SAMPLERS:
         errors.append(f"search.sampler={s.sampler!r} is unknown; use {' or '.join(SAMPLERS)}")
+    if s.startup_trials is not None and s.startup_trials < 2:
+        errors.append(f"search.startup_trials={s.startup_trials} must be >= 2 (the random trials the sampler starts "
+                      "from), or null for the sampler's default")
     if s.cost not in SEARCH_COSTS:
         errors.append(f"search.cost={s.cost!r} is no cost a trial reports; use {' or '.join(SEARCH_COSTS)}")
     _check_range("budget", s.budget, 1.0, "fractions of the backbone, sampled uniformly", errors)

@@ -61,3 +61,12 @@ def test_a_trial_stopped_before_its_final_result_is_told_to_optuna_as_pruned():
     states = {t.params["budget"]: t.state for t in searcher._ot_study.get_trials()}
     assert states == {drawn[0]["budget"]: optuna.trial.TrialState.PRUNED,
                       drawn[1]["budget"]: optuna.trial.TrialState.COMPLETE}
+
+
+def test_startup_trials_sets_how_many_random_trials_each_sampler_starts_with():
+    def sampler(*overrides):
+        return suggestions(plan_sweep(compose_sweep_config([*SEARCH, *overrides])), 1)[0]._ot_study.sampler
+
+    assert sampler("search.startup_trials=4")._n_startup_trials == 4
+    assert sampler("search.sampler=nsga2", "search.startup_trials=4")._population_size == 4
+    assert sampler()._n_startup_trials == 10  # Optuna's own default

@@ -213,11 +213,14 @@ def test_the_optuna_search_is_valid_on_the_smoke_preset_and_a_grid_ignores_searc
 
 def test_every_bad_search_key_is_named_with_its_fix():
     errors = errors_of(optuna_sweep(
-        "search.num_samples=0", "search.sampler=cmaes", "search.cost=flops", "search.budget=[0.5,1.2]",
+        "search.num_samples=0", "search.sampler=cmaes", "search.startup_trials=1", "search.cost=flops",
+        "search.budget=[0.5,1.2]",
         "search.sharing_weight=[0,3]", "search.lr=[0.1,0.01]", "search.switch_lr=[0.001]"))
     expected = [
         "search.num_samples=0 must be >= 1",
         "search.sampler='cmaes' is unknown; use tpe or nsga2",
+        "search.startup_trials=1 must be >= 2 (the random trials the sampler starts from), or null for the sampler's "
+        "default",
         "search.cost='flops' is no cost a trial reports; use params_ratio or macs_ratio",
         "search.budget=[0.5, 1.2] must be [low, high] with 0 < low < high <= 1 (fractions of the backbone, sampled "
         "uniformly), e.g. search.budget=[0.2,1.0]",
