@@ -146,12 +146,16 @@ def with_overrides(overrides: Sequence[str], extra: Sequence[str]) -> list[str]:
 
 
 def plot(curves: Mapping[str, Sequence[Mapping[str, float]]], target: float, path: Path) -> None:
-    fig = Figure(figsize=(12, 4.6), layout="constrained")
+    """Hypervolume against trials and trial-epochs; a variant and its scheduler=pareto twin share a colour, the
+    twin dashed."""
+    bases = list(dict.fromkeys(v.replace("+pareto", "") for v in curves))
+    colours = {b: "black" if b == "grid" else f"C{i}" for i, b in enumerate(bases)}
+    fig = Figure(figsize=(12, 5), layout="constrained")
     for ax, x, label in zip(fig.subplots(1, 2), ("trials", "trial_epochs"), ("trials", "trial-epochs")):
         for variant, points in curves.items():
             style = "--" if "pareto" in variant else "-"
             ax.plot([p[x] for p in points], [p["hypervolume"] for p in points], style, marker=".", label=variant,
-                    color="black" if variant.startswith("grid") else None, alpha=0.85)
+                    color=colours[variant.replace("+pareto", "")], alpha=0.85)
         ax.axhline(target, color="tab:red", lw=1, ls=":", label="99% of the grid's final hypervolume")
         ax.set(xlabel=label, ylabel="front hypervolume (resnet26/all)", title=f"hypervolume against {label}")
         ax.grid(alpha=0.3)
