@@ -20,6 +20,7 @@ from torch import Tensor
 
 from bap.config import SHARING_LOSSES
 from bap.counting import conv_output_sizes
+from bap.layers import SwitchedConv2d
 from bap.models.multidomain import MultiDomainNet
 
 Masks = Mapping[str, Tensor]
@@ -83,13 +84,15 @@ def top_by_cost(scores: Tensor, cost: Tensor, budget: float) -> Tensor:
     return keep
 
 
-def _flat(model: MultiDomainNet, domain: str) -> Tensor:
-    return torch.cat([conv.latent[domain].detach() for conv in model.switched_convs().values()])
+# Both take the model's switched convs, found once by the caller: walking the module tree costs more than the
+# selection's tensor work on these nets.
+def _flat(convs: Sequence[SwitchedConv2d], domain: str) -> Tensor:
+    return torch.cat([conv.latent[domain].detach() for conv in convs])
 
 
-def _write_flat(model: MultiDomainNet, domain: str, flat: Tensor) -> None:
+def _write_flat(convs: Sequence[SwitchedConv2d], domain: str, flat: Tensor) -> None:
     start = 0
-    for conv in model.switched_convs().values():
+    for conv in convs:
         size = conv.in_channels
         conv.latent[domain].copy_(flat[start:start + size])
         start += size
@@ -103,14 +106,15 @@ def select_to_budget(model: MultiDomainNet, targets: Mapping[str, float], costs:
     the lowest kept and the highest dropped latent lands on the threshold. When everything fits, the lowest latent
     is put where a fresh switch starts (``init``). Ties at the cut are then set on the right side of the threshold.
     """
-    convs = model.switched_convs()
-    if not convs:
+    named = model.switched_convs()
+    if not named:
         return
-    threshold = next(iter(convs.values())).threshold
+    convs = list(named.values())
+    threshold = convs[0].threshold
     init = float(model.arch.get("init", 2 * threshold))
-    cost = torch.cat([costs[n] for n in convs])
+    cost = torch.cat([costs[n] for n in named])
     for domain, target in targets.items():
-        z = _flat(model, domain)
+        z = _flat(convs, domain)
         keep = top_by_cost(z, cost, target)
         if bool(keep.all()):
             z = z - (z.min() - init)
@@ -121,7 +125,7 @@ def select_to_budget(model: MultiDomainNet, targets: Mapping[str, float], costs:
             above = torch.nextafter(torch.tensor(threshold, dtype=z.dtype), torch.tensor(1.0, dtype=z.dtype))
             z = torch.where(keep & (z <= threshold), above.to(z.device), z)
             z = torch.where(~keep & (z > threshold), torch.full_like(z, threshold), z)
-        _write_flat(model, domain, z)
+        _write_flat(convs, domain, z)
 
 
 @torch.no_grad()
@@ -139,7 +143,8 @@ def project_to_budget(model: MultiDomainNet, budget: float, costs: Mapping[str, 
     turned_off = {}
     for domain in model.domains:
         on = torch.cat([convs[n].hard_mask(domain) for n in names])
-        latents = torch.where(on, _flat(model, domain), torch.full_like(cost, -torch.inf, dtype=torch.float32))
+        latents = torch.where(on, _flat(list(convs.values()), domain),
+                              torch.full_like(cost, -torch.inf, dtype=torch.float32))
         keep = top_by_cost(latents, cost, budget) & on
         turned_off[domain] = int((on & ~keep).sum())
         if turned_off[domain]:

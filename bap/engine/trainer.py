@@ -74,6 +74,7 @@ class Trainer:
         self.epoch_metrics: dict[str, Any] = {}
         self.history: list[dict[str, Any]] = []
         self.last_checkpoint: str | None = None  # set by CheckpointHook
+        self._learning_switches: bool | None = None  # what the latents' requires_grad was last set to
 
     # ---- one optimizer step -----------------------------------------------------------------------------------
     @property
@@ -105,8 +106,10 @@ class Trainer:
         cfg, model = self.cfg, self.model
         model.train()
         learning_switches = not self.switches_fixed()
-        for latent in model.switch_parameters():
-            latent.requires_grad_(learning_switches)  # fixed switches: the op skips their gradient
+        if learning_switches is not self._learning_switches:  # once at the start and once when they settle
+            for latent in model.switch_parameters():
+                latent.requires_grad_(learning_switches)  # fixed switches: the op skips their gradient
+            self._learning_switches = learning_switches
         optimizers = [o for o in (self.switch_optimizer, self.domain_optimizer) if o is not None]
         for optimizer in optimizers:
             optimizer.zero_grad(set_to_none=True)
