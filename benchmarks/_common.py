@@ -26,9 +26,10 @@ from bap.atomic import atomic_path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_OUTPUT = "BENCHMARKS.md"
-# A 1-minute load average at or above this before a run means another process shared the CPUs (2 cores here):
-# timings then move by tenths, and the section says so.
-BUSY_LOAD = 0.5
+# Below this idle share of all CPUs at the start (measured over a second, after waiting up to a minute for it),
+# another process shares the CPUs (2 cores here): timings then move by tenths, and the section says so. The load
+# average is printed too, but lags: a process that ended a minute ago still weighs in it.
+IDLE_SHARE = 0.9
 _TITLE = "# Benchmarks\n\nEach section is written by one script in `benchmarks/`; rerun that script to refresh it.\n"
 
 
@@ -44,9 +45,11 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_info() -> dict[str, Any]:
+def machine_info(wait_idle_s: float = 60.0) -> dict[str, Any]:
     """What a reader needs to compare numbers across machines: CPU, cores, threads, versions, GPU, date (UTC), the
-    code's commit, and the load average before the run."""
+    code's commit, and how busy the CPUs were when the run started (waiting up to ``wait_idle_s`` for them to be
+    idle first)."""
+    wait_for_idle_cpu(IDLE_SHARE, timeout_s=wait_idle_s)
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info: dict[str, Any] = {
         "cpu": _cpu_model(),
@@ -59,6 +62,7 @@ def machine_info() -> dict[str, Any]:
         "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": git_commit(),
     }
+    info["cpu_idle"] = round(_cpu_idle_fraction(1.0), 2)
     try:
         info["load_average"] = tuple(round(v, 2) for v in os.getloadavg())
     except OSError:
@@ -78,8 +82,9 @@ def git_commit() -> str:
     return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
 
 
-def describe_machine(info: Mapping[str, Any]) -> str:
-    """One markdown bullet list of ``machine_info()``."""
+def describe_machine(info: Mapping[str, Any], timed: bool = True) -> str:
+    """One markdown bullet list of ``machine_info()``; ``timed``: the section holds timings, which a busy machine
+    skews (said loudly)."""
     lines = [
         f"- CPU: {info['cpu']}, {info['usable_cores']} usable of {info['logical_cores']} logical cores; "
         f"torch threads {info['torch_threads']} (default, not set)",
@@ -90,10 +95,11 @@ def describe_machine(info: Mapping[str, Any]) -> str:
     lines.append(f"- code: commit `{info['commit']}`" + (" (uncommitted changes)" if info["commit"].endswith("-dirty")
                                                            else ""))
     if "load_average" in info:
-        lines.append(f"- load average at start (1, 5, 15 min): {', '.join(map(str, info['load_average']))}")
-        if info["load_average"][0] >= BUSY_LOAD:
-            lines.append(f"- **the machine was busy** (1-min load average >= {BUSY_LOAD} before the run): another "
-                         "process shared the CPUs, so timings and their ratios may be off by tenths")
+        lines.append(f"- load average at start (1, 5, 15 min): {', '.join(map(str, info['load_average']))}; CPUs "
+                     f"{info['cpu_idle']:.0%} idle")
+    if timed and info.get("cpu_idle", 1.0) < IDLE_SHARE:
+        lines.append(f"- **the machine was busy** (CPUs {info['cpu_idle']:.0%} idle at the start, after waiting for "
+                     "them): another process shared them, so timings and their ratios may be off by tenths")
     return "\n".join(lines)
 
 

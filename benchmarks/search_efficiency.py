@@ -200,7 +200,7 @@ def section(info: Mapping[str, Any], table: str, result: Mapping[str, float], se
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     lines = [
         "## Search efficiency: grid, Optuna and Pareto-aware stopping (`benchmarks/search_efficiency.py`)", "",
-        describe_machine(info), f"- sweeps in `{work.name}/` (search seeds {', '.join(map(str, seeds))}); `optuna`: "
+        describe_machine(info, timed=False), f"- sweeps in `{work.name}/` (search seeds {', '.join(map(str, seeds))}); `optuna`: "
         "TPE with Optuna's defaults (10 random trials first); `optuna4`: `search.startup_trials=4`", "",
         f"![hypervolume against trials and trial-epochs]({PLOT})", "",
         "`trials_to_target`, `epochs_to_target`: effort until the front's hypervolume first reached 99% of the "

@@ -57,7 +57,7 @@ def make_step(backbone: str, width: float, side: int, batch: int, switched: bool
     trainer = Trainer(build_for(cfg, data), data, cfg)
     trainer.step = int(0.3 * trainer.total_steps)  # between anneal_start and anneal_end: the switches learn
     batches = {d: (torch.randn(batch, 3, side, side), torch.randint(0, n, (batch,))) for d, n in DOMAINS.items()}
-    return lambda: trainer.run_step(batches)
+    return trainer, lambda: trainer.run_step(batches)
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -66,8 +66,8 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(backbone: str, width: float, side: int, batch: int, rounds: int, warmup: int, device: str) -> dict:
     sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-    fns = {"plain": make_step(backbone, width, side, batch, False, device),
-           "switched": make_step(backbone, width, side, batch, True, device)}
+    fns = {"plain": make_step(backbone, width, side, batch, False, device)[1],
+           "switched": make_step(backbone, width, side, batch, True, device)[1]}
     times = interleaved_times(fns, rounds, warmup, synchronize=sync)
     ratios = [s / p for s, p in zip(times["switched"], times["plain"])]
     row = {"backbone": backbone, "width": width, "input": f"{side}x{side}", "batch": f"{len(DOMAINS)} x {batch}",

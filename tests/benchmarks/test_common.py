@@ -103,7 +103,7 @@ def test_median_time_is_the_median_and_synchronizes():
 
 
 def test_machine_info_has_the_fields_a_section_prints():
-    info = machine_info()
+    info = machine_info(wait_idle_s=0)
     for key in ("cpu", "logical_cores", "usable_cores", "torch_threads", "torch", "python", "cuda", "date"):
         assert key in info
     assert info["torch_threads"] >= 1
@@ -111,11 +111,12 @@ def test_machine_info_has_the_fields_a_section_prints():
     assert "torch " in text and "CUDA" in text and f"commit `{info['commit']}`" in text
 
 
-def test_a_busy_machine_is_said_so_in_the_section():
-    info = {**machine_info(), "load_average": (0.2, 0.1, 0.1)}
+def test_a_busy_machine_is_said_so_in_a_section_of_timings():
+    info = {**machine_info(wait_idle_s=0), "cpu_idle": 0.97}
     assert "busy" not in _common.describe_machine(info)
-    info["load_average"] = (1.3, 1.1, 1.0)
-    assert "**the machine was busy**" in _common.describe_machine(info)
+    info["cpu_idle"] = 0.55
+    assert "**the machine was busy** (CPUs 55% idle" in _common.describe_machine(info)
+    assert "busy" not in _common.describe_machine(info, timed=False)
 
 
 def test_add_common_args_and_output_path(tmp_path):
