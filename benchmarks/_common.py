@@ -74,12 +74,14 @@ def machine_info(wait_idle_s: float = 60.0) -> dict[str, Any]:
 
 
 def git_commit() -> str:
-    """The repository's commit, ``-dirty`` when tracked files differ from it: which code made a section."""
+    """The repository's commit, ``-dirty`` when tracked files differ from it: which code made a section. The
+    benchmarks' own outputs (BENCHMARKS.md, docs/) do not count: one benchmark's section is not another's code."""
     def git(*args: str) -> str:
         return subprocess.run(["git", *args], cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
 
     commit = git("rev-parse", "--short", "HEAD") or "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", f":!{DEFAULT_OUTPUT}", ":!docs")
+    return commit + ("-dirty" if changed else "")
 
 
 def describe_machine(info: Mapping[str, Any], timed: bool = True) -> str:
