@@ -10,7 +10,9 @@ from ``create_run`` (in the trial's worker, after the worker started and importe
 from __future__ import annotations
 
 import dataclasses
+import json
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -22,6 +24,7 @@ import torch
 
 import bap
 from bap.engine.cpu_memory import retain_freed_memory
+from benchmarks._common import REPO_ROOT
 from orchestrator.cli import rewrite_sweep_args
 from orchestrator.config import SweepConfig, plan_sweep, trial_config, trial_name
 from orchestrator.config_store import compose_sweep_config
@@ -66,15 +69,17 @@ def compose(overrides: Sequence[str]) -> SweepConfig:
 
 
 # ---- the plain loop ----------------------------------------------------------------------------------------------
-def loop_train_times(cfg: SweepConfig, threads: int) -> dict[str, float]:
+def loop_train_times(cfg: SweepConfig, threads: int, share: tuple[int, int] = (0, 1)) -> dict[str, float]:
     """Trial name -> seconds of ``bap.train`` for every trial of ``cfg``, one after another in this process with
-    ``threads`` torch threads: what a user without an orchestrator would run."""
+    ``threads`` torch threads: what a user without an orchestrator would run. ``share`` = (i, n): only every n-th
+    trial from the i-th, this process's part when n plain processes split the trials."""
     saved = torch.get_num_threads()
     torch.set_num_threads(threads)
     retain_freed_memory()  # as a trial's worker does
     try:
         times = {}
-        for params in plan_sweep(cfg).trials:
+        first, step = share
+        for params in plan_sweep(cfg).trials[first::step]:
             start = time.perf_counter()
             bap.train(trial_config(cfg, params))
             times[trial_name(params)] = time.perf_counter() - start
@@ -89,6 +94,30 @@ def warm_up(cfg: SweepConfig) -> None:
     params = plan_sweep(cfg).trials[0]
     short = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, epochs=1, steps_per_epoch=1))
     bap.train(trial_config(short, params))
+
+
+# A plain process training its share of the trials with one thread: what a user without an orchestrator starts n
+# of, side by side, on n cores.
+PLAIN_PROCESS = """
+import json, sys
+from benchmarks._sweep_timing import compose, loop_train_times
+loop_train_times(compose(json.loads(sys.argv[1])), threads=1, share=(int(sys.argv[2]), int(sys.argv[3])))
+"""
+
+
+def plain_processes_wall(overrides: Sequence[str], processes: int, timeout_s: float = 1800.0) -> float:
+    """Seconds from starting ``processes`` plain Python processes, each training its share of the sweep's trials
+    with one thread, until the last exits (their start-up, imports and data building included, as a sweep's)."""
+    env = {**base_env(), "OMP_NUM_THREADS": "1"}
+    start = time.perf_counter()
+    running = [subprocess.Popen([sys.executable, "-c", PLAIN_PROCESS, json.dumps(list(overrides)), str(i),
+                                 str(processes)], env=env, cwd=REPO_ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.PIPE, text=True) for i in range(processes)]
+    for process in running:
+        _, err = process.communicate(timeout=timeout_s)
+        if process.returncode != 0:
+            raise RuntimeError(f"a plain training process failed:\n{err[-3000:]}")
+    return time.perf_counter() - start
 
 
 # ---- the sweep ---------------------------------------------------------------------------------------------------

@@ -5,8 +5,9 @@ import itertools
 import pytest
 
 from benchmarks import orchestration
-from benchmarks.orchestration import (Repetition, SweepSummary, TimedCalls, breakdown_rows, overhead_verdict,
-                                      parse_args, speed_verdict, timed)
+from benchmarks._sweep_timing import SweepTiming
+from benchmarks.orchestration import (Repetition, SweepSummary, TimedCalls, breakdown_rows, end_to_end_verdict,
+                                      overhead_verdict, parse_args, speed_verdict, timed)
 
 COSTS = {"checkpoint": 0.2, "mlflow": 0.3, "import": 4.0, "data": 0.1}
 
@@ -73,6 +74,17 @@ def test_speed_verdict_gives_the_ideal_ratio():
     assert "met" in met and "0.75" in met  # 60 / 2 / 40
     missed = speed_verdict(summary(vs_loop=0.9), reps, cores=2)
     assert "missed" in missed and "Once-per-sweep costs are 15.0 s" in missed
+
+
+def test_end_to_end_compares_the_sweep_with_plain_processes_side_by_side():
+    def rep(sweep_wall, plain_wall):
+        return Repetition(plain_processes_s=plain_wall, sweeps={2: SweepTiming(0.0, 5.0, sweep_wall, ())})
+
+    met = end_to_end_verdict(summary(), [rep(88.0, 80.0), rep(86.0, 80.0)], cores=2, train_s=30.0)
+    assert "+8.7% against 2 plain 1-thread processes" in met and ": met." in met  # median of 10% and 7.5%
+    missed = end_to_end_verdict(summary(), [rep(100.0, 80.0)], cores=2, train_s=30.0)
+    assert "+25.0%" in missed and "missed by 15.0%" in missed and "15.0 s of its 80.0 s" in missed
+    assert "2.00 core-s per trial (6.7% of a trial)" in missed
 
 
 def test_breakdown_has_one_column_per_sweep():
