@@ -114,17 +114,22 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     recorder.log_params(trial_params(cfg, params))
     recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
                        "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})
+    # Epochs an earlier attempt of this trial recorded: its run is found again when the trial is retried or resumed.
+    logged = _logged_epochs(recorder)
     state = read_checkpoint(checkpoint_dir) if resume else None
     if state is not None:
-        logged = _logged_epochs(recorder)
         for entry in state["history"]:  # epochs finished before the crash that MLflow never received
             if int(entry["epoch"]) not in logged:
                 recorder.log_metrics(_numeric(entry), step=int(entry["epoch"]))
 
     def epoch_done(epoch_metrics: dict[str, Any]) -> None:
         numeric = _numeric(epoch_metrics)
-        # MLflow first: Tune's report is where a trial the scheduler stops ends, this epoch recorded.
-        recorder.log_metrics(numeric, step=int(numeric["epoch"]))
+        epoch = int(numeric["epoch"])
+        # MLflow before Tune: a trial the scheduler stops ends inside Tune's report, its last epoch recorded. An
+        # attempt stopped there before Tune kept its checkpoint trains that epoch again, the same (exact resume):
+        # it is recorded once.
+        if epoch not in logged:
+            recorder.log_metrics(numeric, step=epoch)
         if on_epoch is not None:
             on_epoch(numeric)
 
