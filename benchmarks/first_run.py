@@ -55,7 +55,8 @@ def run_once(clone: Path, cache: Path, experiment: str, quick: bool) -> dict[str
                           cwd=clone, env=env, capture_output=True, text=True)
     wall = time.monotonic() - start
     if done.returncode != 0:
-        raise RuntimeError(f"the default sweep failed ({done.returncode}):\n{done.stdout[-2000:]}\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"the default sweep failed ({done.returncode}):\n{done.stdout[-2000:]}\n"
+                           f"{done.stderr[-3000:]}")
     client = client_for(f"sqlite:///{clone}/mlflow.db")
     records = collect_records(client, client.get_experiment_by_name(experiment).experiment_id)
     front = "; ".join(f"b{r['budget']:g}: {r[M.ACC_MEAN]:.1f}% at {r[M.PARAMS_RATIO]:.2f}x"
@@ -79,9 +80,12 @@ def main(argv: list[str] | None = None) -> None:
     table = markdown_table(rows, ["run", "wall (s)", "pretraining (s)", "target (s)", "trials",
                                   "front (acc_mean at params_ratio)"], {"wall (s)": ".0f", "pretraining (s)": ".0f"})
     print(table)
-    verdicts = [f"{r['run']}: {r['wall (s)']:.0f} s against {r['target (s)']} s, "
-                + ("met" if r["wall (s)"] <= r["target (s)"] else f"**missed** by {r['wall (s)'] - r['target (s)']:.0f} s")
-                for r in rows]
+    def verdict(r: Mapping[str, Any]) -> str:
+        over = r["wall (s)"] - r["target (s)"]
+        return (f"{r['run']}: {r['wall (s)']:.0f} s against {r['target (s)']} s, "
+                + ("met" if over <= 0 else f"**missed** by {over:.0f} s"))
+
+    verdicts = [verdict(r) for r in rows]
     write_section(args, "first_run", "\n".join([
         "## First run: the README's default sweep from a clean clone (`benchmarks/first_run.py`)", "",
         describe_machine(info),

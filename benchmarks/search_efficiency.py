@@ -131,7 +131,8 @@ def verdicts(rows: Mapping[str, Mapping[str, Any]], search_seeds: Sequence[int])
     grid = _pareto_effect(rows, "grid", "grid+pareto")
     out = {"grid_pareto_epoch_saving": grid[0], "grid_pareto_hv_loss": grid[1]}
     for search in SEARCHES:
-        out[f"{search}_hv_ratio"] = statistics.median(rows[f"{search} s{s}"]["hypervolume"] / rows["grid"]["hypervolume"]
+        grid_hv = rows["grid"]["hypervolume"]
+        out[f"{search}_hv_ratio"] = statistics.median(rows[f"{search} s{s}"]["hypervolume"] / grid_hv
                                                       for s in search_seeds)
         effects = [_pareto_effect(rows, f"{search} s{s}", f"{search}+pareto s{s}") for s in search_seeds]
         out[f"{search}_pareto_epoch_saving"] = statistics.median(saved for saved, _ in effects)
@@ -200,8 +201,9 @@ def section(info: Mapping[str, Any], table: str, result: Mapping[str, float], se
     met = lambda ok: "met" if ok else "**missed**"  # noqa: E731
     lines = [
         "## Search efficiency: grid, Optuna and Pareto-aware stopping (`benchmarks/search_efficiency.py`)", "",
-        describe_machine(info, timed=False), f"- sweeps in `{work.name}/` (search seeds {', '.join(map(str, seeds))}); `optuna`: "
-        "TPE with Optuna's defaults (10 random trials first); `optuna4`: `search.startup_trials=4`", "",
+        describe_machine(info, timed=False),
+        f"- sweeps in `{work.name}/` (search seeds {', '.join(map(str, seeds))}); `optuna`: TPE with Optuna's defaults "
+        "(10 random trials first); `optuna4`: `search.startup_trials=4`", "",
         f"![hypervolume against trials and trial-epochs]({PLOT})", "",
         "`trials_to_target`, `epochs_to_target`: effort until the front's hypervolume first reached 99% of the "
         "grid's final one (– never). `stopped`: trials `scheduler=pareto` stopped early.", "", table, "",

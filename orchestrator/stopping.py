@@ -65,7 +65,7 @@ class ParetoStopping(FIFOScheduler):
         if better is None:
             return TrialScheduler.CONTINUE
         log.info("stopping trial %s at epoch %d: val/acc_mean %.2f at %s %.3f; a finished trial was at %.2f, %.3f "
-                 "at that epoch (margin %g)", trial.trial_id, epoch, point[0], self.cost, point[1], better[0], better[1],
+                 "at that epoch (margin %g)", trial.trial_id, epoch, point[0], self.cost, point[1], *better,
                  self.margin)
         return TrialScheduler.STOP
 

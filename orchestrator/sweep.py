@@ -39,8 +39,8 @@ from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorabl
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
 from orchestrator.stopping import ParetoStopping
-from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment, flatten, poll,
-                                   run_page, use_fail_fast_http, with_retries)
+from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment,
+                                   flatten, poll, run_page, use_fail_fast_http, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
