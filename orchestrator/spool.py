@@ -19,7 +19,6 @@ from mlflow.tracking import MlflowClient
 
 from bap.atomic import atomic_path
 from orchestrator.config import RayConfig
-from orchestrator.front import finish_sweep
 from orchestrator.tracking import DIGESTS_TAG, client_for, poll
 
 log = logging.getLogger(__name__)
@@ -156,6 +155,9 @@ class Recorder:
         elif op == "terminate":
             self.client.set_terminated(self.run_id, item["status"])
         elif op == FINISH_SWEEP:
+            # Imported here: the front pulls in matplotlib and scipy (~1 s), which a trial's worker never needs.
+            from orchestrator.front import finish_sweep
+
             finish_sweep(self.client, item["experiment_id"], self.run_id, item["status"], item["errors"])
         else:
             raise ValueError(f"unknown spool entry {op!r} in {self.spool_path}")

@@ -6,7 +6,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torchvision.ops import roi_align
 
 
 def affine_warp(
@@ -45,6 +44,9 @@ def random_crops(
     x0 = x_lo + rng.uniform(0, 1, n) * (x_hi - x_lo - sides)
     y0 = rng.uniform(0, 1, n) * (h - sides)
     boxes = np.stack([np.zeros(n), x0, y0, x0 + sides, y0 + sides], 1).astype(np.float32)
+    # Imported here: importing torchvision takes ~3 s, which a sweep's driver (it only lists the domains) skips.
+    from torchvision.ops import roi_align
+
     return roi_align(image[None], torch.from_numpy(boxes), output_size=size, sampling_ratio=-1, aligned=True)
 
 
