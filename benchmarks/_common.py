@@ -143,20 +143,45 @@ def interleaved_times(
     idle_wait_s: float = 0.0,
     stats: Optional[dict] = None,
 ) -> dict[str, list[float]]:
-    """Times (s) of each ``fns[name]()``, measured in rounds that run every function once.
+    """Times (s) of each ``fns[name]()`` run in this process, measured in rounds that run every function once
+    (see ``interleaved_rounds``, which takes the other arguments)."""
+    def run(name: str) -> tuple[float, float]:
+        synchronize()
+        cpu, start = time.process_time(), time.perf_counter()
+        fns[name]()
+        synchronize()
+        return time.perf_counter() - start, time.process_time() - cpu
+
+    return interleaved_rounds(run, list(fns), torch.get_num_threads(), repeats, warmup, min_cpu_share,
+                              max_discarded, idle_wait_s, stats)
+
+
+def interleaved_rounds(
+    run: Callable[[str], tuple[float, float]],
+    names: Sequence[str],
+    threads: int,
+    repeats: int = 5,
+    warmup: int = 1,
+    min_cpu_share: Optional[float] = None,
+    max_discarded: int = 0,
+    idle_wait_s: float = 0.0,
+    stats: Optional[dict] = None,
+) -> dict[str, list[float]]:
+    """Times (s) of each name, measured in rounds that call ``run(name)`` once per name; ``run`` returns the
+    pass's (wall seconds, CPU seconds of the process that ran it, which uses ``threads`` threads).
 
     Measuring models side by side, rather than one after another, spreads slow phases of a shared or throttled
     machine over all of them, so their ratios stay meaningful. The order rotates from round to round so that no
     function always runs right after the same neighbour (cache state, turbo).
 
-    On a CPU shared with other processes, ``min_cpu_share`` discards a timed round in which this process got less
-    than that share of its torch threads' CPU time (process CPU time / (wall time x threads)) and runs it again,
-    at most ``max_discarded`` times, each time first waiting up to ``idle_wait_s`` for the CPUs to be idle.
+    On a CPU shared with other processes, ``min_cpu_share`` discards a timed round in which the passes got less
+    than that share of their threads' CPU time (CPU time / (wall time x threads)) and runs it again, at most
+    ``max_discarded`` times, each time first waiting up to ``idle_wait_s`` for the CPUs to be idle.
     ``stats`` (a dict) receives "discarded" and "cpu_share" (of each kept round).
     """
     if repeats < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats} must be >= 1 and warmup={warmup} >= 0")
-    names = list(fns)
+    names = list(names)
     times: dict[str, list[float]] = {name: [] for name in names}
     stats = stats if stats is not None else {}
     stats.update(discarded=0, cpu_share=[])
@@ -164,15 +189,11 @@ def interleaved_times(
     while round_index < warmup + repeats:
         shift = round_index % len(names) if names else 0
         elapsed: dict[str, float] = {}
-        cpu_start, wall = time.process_time(), 0.0
+        cpu = 0.0
         for name in names[shift:] + names[:shift]:
-            synchronize()
-            start = time.perf_counter()
-            fns[name]()
-            synchronize()
-            elapsed[name] = time.perf_counter() - start
-            wall += elapsed[name]
-        share = (time.process_time() - cpu_start) / max(wall * torch.get_num_threads(), 1e-9)
+            elapsed[name], cpu_s = run(name)
+            cpu += cpu_s
+        share = cpu / max(sum(elapsed.values()) * threads, 1e-9)
         if round_index >= warmup:
             if min_cpu_share is not None and share < min_cpu_share and stats["discarded"] < max_discarded:
                 stats["discarded"] += 1

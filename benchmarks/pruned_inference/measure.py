@@ -5,52 +5,74 @@ from __future__ import annotations
 import argparse
 import resource
 import statistics
+import time
 from typing import Callable
 
 import torch
 
-from benchmarks._common import interleaved_times
+from benchmarks._common import interleaved_rounds
 from benchmarks.pruned_inference.masks import Variant
 from benchmarks.pruned_inference.settings import Setting
-from benchmarks.pruned_inference.workers import KEEP_MEMORY_ENV, MEMORY_ENV, run_worker
+from benchmarks.pruned_inference.workers import KEEP_MEMORY_ENV, MEMORY_ENV, ModelServer, run_worker
 
 
-@torch.inference_mode()
 def measure_latency(variants: list[Variant], setting: Setting, device: torch.device, args: argparse.Namespace
                     ) -> dict[int, dict]:
-    """Times per batch size, all variants interleaved round by round (see ``interleaved_times``); returns the
+    """Times per batch size, all variants interleaved round by round (see ``interleaved_rounds``); returns the
     rounds' statistics per batch size (CPU share of the kept rounds, rounds discarded for lack of CPU).
 
-    Also records each variant's minor page faults per pass: memory the kernel had to map and zero because the
-    allocator had given it back.
+    On CPU each variant runs in a process of its own (``workers.ModelServer``), so no model inherits another's
+    heap (the allocator's free lists and page faults differ with what ran before), and it records each
+    variant's minor page faults per pass: memory the kernel had to map and zero because the allocator had given
+    it back. On CUDA the variants run in this process.
     """
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    on_cpu = device.type == "cpu"
     stats: dict[int, dict] = {}
+    if device.type == "cpu":
+        servers = [ModelServer(v.specs, setting.size, setting.batches) for v in variants]
+        try:
+            for batch in setting.batches:
+                faults: dict[int, list[int]] = {}
+
+                def run(name: str) -> tuple[float, float]:
+                    i = int(name)
+                    reading = servers[i].run(batch)
+                    faults.setdefault(i, []).append(reading["faults"])
+                    return reading["wall"], reading["cpu"]
+
+                _rounds(run, variants, setting, batch, args, stats, servers[0].threads, min_share=True)
+                for i, variant in enumerate(variants):
+                    variant.fault_bytes[batch] = statistics.median(faults[i]) * resource.getpagesize()
+        finally:
+            for server in servers:
+                server.close()
+        return stats
     for batch in setting.batches:
         x = torch.randn(batch, 3, setting.size, setting.size, device=device)
-        faults: dict[str, list[int]] = {}
+        callers = [v.caller(x) for v in variants]
 
-        def counting_faults(name: str, fn: Callable[[], torch.Tensor]) -> Callable[[], None]:
-            def run() -> None:
-                start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                fn()
-                faults.setdefault(name, []).append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - start)
-            return run
+        @torch.inference_mode()
+        def run(name: str) -> tuple[float, float]:
+            torch.cuda.synchronize()
+            start = time.perf_counter()
+            callers[int(name)]()
+            torch.cuda.synchronize()
+            return time.perf_counter() - start, 0.0
 
-        fns = {str(i): counting_faults(str(i), v.caller(x)) for i, v in enumerate(variants)}
-        stats[batch] = {}
-        repeats = setting.repeats[batch]
-        times = interleaved_times(
-            fns, repeats=repeats, warmup=1, synchronize=sync, stats=stats[batch],
-            min_cpu_share=args.min_cpu_share if on_cpu else None,
-            max_discarded=repeats if args.quick else 3 * repeats, idle_wait_s=0.0 if args.quick else 30.0,
-        )
-        for i, variant in enumerate(variants):
-            variant.times[batch] = times[str(i)]
-            if on_cpu:
-                variant.fault_bytes[batch] = statistics.median(faults[str(i)]) * resource.getpagesize()
+        _rounds(run, variants, setting, batch, args, stats, torch.get_num_threads(), min_share=False)
     return stats
+
+
+def _rounds(run: Callable[[str], tuple[float, float]], variants: list[Variant], setting: Setting, batch: int,
+            args: argparse.Namespace, stats: dict[int, dict], threads: int, min_share: bool) -> None:
+    """Time every variant at ``batch`` into its ``times``, in side-by-side rounds after one warm-up round."""
+    stats[batch] = {}
+    repeats = setting.repeats[batch]
+    times = interleaved_rounds(run, [str(i) for i in range(len(variants))], threads, repeats=repeats, warmup=1,
+                               min_cpu_share=args.min_cpu_share if min_share else None,
+                               max_discarded=repeats if args.quick else 3 * repeats,
+                               idle_wait_s=0.0 if args.quick else 30.0, stats=stats[batch])
+    for i, variant in enumerate(variants):
+        variant.times[batch] = times[str(i)]
 
 
 def measure_cpu_memory(variants: list[Variant], setting: Setting) -> None:

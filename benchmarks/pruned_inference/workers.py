@@ -1,7 +1,9 @@
-"""The subprocess workers: fresh processes that load saved models (``path:domain`` specs) and print one JSON line.
+"""The subprocess workers: fresh processes that load saved models (``path:domain`` specs).
 
-A fresh process keeps the timing process's heap out of a memory peak and out of an op profile. ``run_worker``
-starts one as ``python -m benchmarks.pruned_inference.workers {memory,profile} SPEC... --size S --batches B``.
+A fresh process keeps the timing process's heap out of a memory peak, out of an op profile and out of another
+model's latency. ``run_worker`` starts a one-shot worker that prints one JSON line, as
+``python -m benchmarks.pruned_inference.workers {memory,profile} SPEC... --size S --batches B``; ``ModelServer``
+keeps a ``serve`` worker running that times one forward pass per request.
 """
 
 from __future__ import annotations
@@ -10,7 +12,9 @@ import argparse
 import gc
 import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
@@ -36,6 +40,57 @@ def run_worker(kind: str, specs: Sequence[str], size: int, batches: Sequence[int
     args = [kind, *specs, "--size", str(size), "--batches", ",".join(map(str, batches)), "--repeats", str(repeats)]
     return run_json_process([sys.executable, "-m", MODULE, *args], f"worker {' '.join(args)}",
                             env={**os.environ, **env}, cwd=REPO_ROOT)
+
+
+class ModelServer:
+    """One model in its own process, timed pass by pass on request: every model of a table gets a heap of its
+    own (a fresh process, the same start), and the driver still runs them side by side in rounds."""
+
+    def __init__(self, specs: Sequence[str], size: int, batches: Sequence[int]) -> None:
+        command = [sys.executable, "-m", MODULE, "serve", *specs, "--size", str(size), "--batches",
+                   ",".join(map(str, batches))]
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                                        cwd=REPO_ROOT, bufsize=1)
+        self.threads = int(self._read()["threads"])
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"model server {self.process.args[4:]} exited with {self.process.wait()}")
+        return json.loads(line)
+
+    def run(self, batch: int) -> dict:
+        """One forward pass at ``batch``: its wall and CPU seconds and minor page faults, read in the server."""
+        self.process.stdin.write(f"{batch}\n")
+        return self._read()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=60)
+
+
+@torch.inference_mode()
+def serve_worker(specs: list[str], size: int, batches: list[int]) -> None:
+    """Answer each batch size read from stdin with one forward pass, serving the specs' domains in turn (pass r
+    runs spec r mod len(specs)): one JSON line of its wall and CPU seconds and minor page faults."""
+    loaded: dict[str, torch.nn.Module] = {}
+    models = []
+    for spec in specs:
+        path, domain = spec.rsplit(":", 1)
+        if path not in loaded:
+            loaded[path] = bap.load(path).eval()
+        models.append((loaded[path], domain))
+    inputs = {batch: torch.randn(batch, 3, size, size) for batch in batches}
+    print(json.dumps({"threads": torch.get_num_threads()}), flush=True)
+    for calls, line in enumerate(sys.stdin):
+        model, domain = models[calls % len(models)]
+        x = inputs[int(line)]
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        cpu, start = time.process_time(), time.perf_counter()
+        model(x, domain)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        print(json.dumps({"wall": wall, "cpu": cpu, "faults": faults}), flush=True)
 
 
 @torch.inference_mode()
@@ -93,14 +148,16 @@ def profile_worker(specs: list[str], size: int, batch: int, repeats: int) -> dic
 
 def main(argv: Optional[list[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("kind", choices=("memory", "profile"))
+    parser.add_argument("kind", choices=("memory", "profile", "serve"))
     parser.add_argument("specs", nargs="+", help="path:domain of each saved model")
     parser.add_argument("--size", type=int, required=True, help="input height and width")
     parser.add_argument("--batches", type=lambda s: [int(b) for b in s.split(",")], required=True,
                         help="comma-separated batch sizes (profile: one)")
     parser.add_argument("--repeats", type=int, default=3, help="profile: timed rounds of the wall-time ratio")
     args = parser.parse_args(argv)
-    if args.kind == "memory":
+    if args.kind == "serve":
+        serve_worker(args.specs, args.size, args.batches)
+    elif args.kind == "memory":
         print(json.dumps(memory_worker(args.specs, args.size, args.batches)))
     elif len(args.batches) != 1:
         parser.error(f"profile takes one batch size, not {args.batches}")

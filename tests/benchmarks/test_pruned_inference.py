@@ -43,13 +43,14 @@ def test_section_holds_tables_and_a_plain_target_comparison_and_keeps_the_notes(
     results = [(SETTING, report.table_rows(variants, SETTING), {1: {"cpu_share": [1.0], "discarded": 0},
                                                                 64: {"cpu_share": [1.0], "discarded": 0}})]
     excess = report.worst_excess(results)
-    assert abs(excess - 0.2) < 1e-9  # the single-domain row at budget 0.5
+    assert excess.keys() == {"resnet26"} and abs(excess["resnet26"] - 0.2) < 1e-9  # the single-domain rows
     profiles = {"label": {"glibc defaults": {"wall": [1.0, 0.5], "cpu_share": [0.9, 0.9],
                                              "ops": [{"aten::conv": 2.0}, {"aten::conv": 1.0}]}}}
     body = report.section_body(_args(), {"cpu": "x", "usable_cores": 2, "logical_cores": 2, "torch_threads": 2,
                                          "torch": "t", "python": "p", "cuda": None, "date": "d", "commit": "abc"},
                                {"cpu": results}, excess, profiles, 1.0)
-    assert "+0.2000, target missed" in body and "| backbone (unpruned) |" in body
+    assert "RESULT latency_minus_macs_ratio_resnet26" in body and "+0.2000, target missed by 0.1000" in body
+    assert "| backbone (unpruned) |" in body
     assert "Reading" not in body and "Why latency" not in body
     path = tmp_path / "BENCHMARKS.md"
     notes = "### Pruned inference: notes (hand-written, at abc1234)\n\n- kept\n"
@@ -60,7 +61,35 @@ def test_section_holds_tables_and_a_plain_target_comparison_and_keeps_the_notes(
 
 def test_memory_worker_runs_as_a_subprocess(tmp_path):
     backbone = _variants()[0]
-    backbone.path = str(tmp_path / "backbone.pt")
-    bap.save(backbone.first[1], backbone.path)
+    backbone.save(str(tmp_path), "backbone")
     peaks = workers.run_worker("memory", [backbone.spec], SETTING.size, [1, 2], workers.MEMORY_ENV)
     assert len(peaks) == 1 and set(peaks[0]) == {"1", "2"} and all(v >= 0 for v in peaks[0].values())
+
+
+def test_a_model_server_times_passes_of_its_own_model_serving_the_domains_in_turn(tmp_path):
+    union = _variants()[1]
+    union.save(str(tmp_path), "union")
+    assert len(set(union.paths.values())) == 1 and len(union.specs) == 2  # one file serves both domains
+    server = workers.ModelServer(union.specs, SETTING.size, SETTING.batches)
+    try:
+        readings = [server.run(batch) for batch in (1, 64, 64)]
+    finally:
+        server.close()
+    assert server.threads == torch.get_num_threads() and server.process.returncode == 0
+    assert all(r["wall"] > 0 and r["cpu"] > 0 and r["faults"] >= 0 for r in readings)
+
+
+def test_trained_models_are_read_from_the_study_names_after_their_backbone(tmp_path):
+    model = bap.build_model("resnet26", {"a": 5, "b": 7}, width=0.25)
+    model.set_masks(masks.shared_budget_masks(model, 0.5, 0.9, torch.Generator().manual_seed(0)))
+    pruned = bap.materialize(model)
+    for name in ("union_b0.5.bap", "union_b1.bap", "jaccard_b0.5.bap", "random_shared_b0.25.bap"):
+        bap.save(pruned, str(tmp_path / name))
+    variants = masks.trained_variants(str(tmp_path), ("union", "random_shared"), 16)
+    assert [(v.label, v.budget) for v in variants] == [
+        ("backbone (unpruned)", None), ("trained, union", 0.5), ("trained, random_shared", 0.25)]
+    assert variants[0].macs_ratio == 1.0 and variants[0].first[1].arch["num_classes"] == {"backbone": 6}
+    expected = bap.count(pruned, (16, 16)).macs_mean / bap.reference_counts(pruned, (16, 16)).macs_mean
+    assert abs(variants[1].macs_ratio - expected) < 1e-12 and variants[1].macs_ratio < 0.6
+    assert set(variants[1].modules) == {"a", "b"}
+    assert masks.trained_variants(str(tmp_path / "missing"), ("union",), 16) == []
