@@ -32,6 +32,7 @@ import os
 import statistics
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -49,7 +50,7 @@ from orchestrator.config import SweepConfig, plan_sweep, trial_config
 from orchestrator.spool import Recorder
 from orchestrator.tracking import client_for, ensure_experiment
 from orchestrator.trainable import record_trial
-from localstack import base_env
+from localstack import Stack, base_env
 
 # Full: about 30 s of training per trial on one core (the issue's setting), four trials = two waves on 2 cores.
 # Quick: a few seconds per trial, two trials, and no one-at-a-time sweep, to stay under a minute.
@@ -302,9 +303,38 @@ def speed_verdict(sweep: SweepSummary, reps: list[Repetition], cores: int) -> st
     return text
 
 
+def server_sweep(overrides: list[str], backend_uri: str, root: Path) -> SweepTiming:
+    """The sweep once more, recording into the compose stack's MLflow server over HTTP with ``backend_uri`` (its
+    PostgreSQL) behind it, as a lab's sweeps do; Ray local as in the other sweeps."""
+    stack = Stack(root, workers=0)
+    server = stack.start_mlflow("mlflow", backend_uri)
+    try:
+        experiment = f"orchestration_http_{uuid.uuid4().hex[:8]}"  # the database outlives this run
+        overrides = [f"experiment={experiment}" if a.startswith("experiment=") else a for a in overrides]
+        return run_sweep_process(overrides, root / "sweep", env={"MLFLOW_TRACKING_URI": server.url})
+    finally:
+        stack.stop()
+
+
+def server_verdict(timing: SweepTiming, reps: list[Repetition], concurrency: int, backend_uri: str) -> str:
+    plain = statistics.median(r.plain_processes_s for r in reps)
+    local = statistics.median(r.sweeps[concurrency].wall_s for r in reps)
+    backend = backend_uri.split(":", 1)[0].split("+", 1)[0]
+    return (f"Against the stack's MLflow server over HTTP ({backend} behind it), once, {concurrency} at once: "
+            f"{timing.wall_s:.1f} s, {timing.wall_s / plain - 1:+.1%} against the plain processes' median and "
+            f"{timing.wall_s / local - 1:+.1%} against the SQLite sweeps' median; driver start "
+            f"{timing.driver_start_s:.1f} s, Ray start and first trial {timing.ray_start_s:.1f} s, closing "
+            f"{timing.tail_s:.1f} s, trials' runs {statistics.median(s.duration for s in timing.spans):.1f} s "
+            f"(median).")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__))
     parser.add_argument("--repeats", type=int, default=None, help="repetitions of the whole set (default: 3, quick 1)")
+    parser.add_argument("--server-backend", default=None,
+                        help="also run the sweep once against the stack's MLflow server over HTTP with this backend "
+                             "store behind it, e.g. the PostgreSQL URI that `bash tests/cluster/start_postgres.sh` "
+                             "prints")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 1 if args.quick else 3
@@ -327,6 +357,8 @@ def main() -> None:
     warm_up(cfg)
     with scratch_dir("bap-orch-") as root:
         reps = [run_repetition(i, cfg, overrides, cores, Path(root)) for i in range(repeats)]
+        server = (server_sweep(overrides[cores], args.server_backend, Path(root) / "server")
+                  if args.server_backend else None)
 
     train_s = statistics.median(t for r in reps for t in r.loop_one_thread.values())
     costs = {k: statistics.median(r.costs[k] for r in reps) for k in reps[0].costs}
@@ -340,13 +372,15 @@ def main() -> None:
     overhead_sweep = sweeps[-1]  # one at a time where it ran: no contention in its per-trial overhead
     verdicts = [overhead_verdict(overhead_sweep, train_s, costs), speed_verdict(sweeps[0], reps, cores),
                 end_to_end_verdict(sweeps[0], reps, cores, train_s)]
+    if server is not None:
+        verdicts.append(server_verdict(server, reps, cores, args.server_backend))
     print(runs, parts, *verdicts, sep="\n\n")
 
     body = f"""## Orchestration overhead (`benchmarks/orchestration.py{' --quick' if args.quick else ''}`)
 
 {describe_machine(info)}
-- {trials} trials (budgets {', '.join(a.split('=')[1] for a in overrides[cores] if a.startswith('budgets='))}, jaccard,
-  seed 0): ResNet-26 width {size.width:g}, random init, embedded data ({size.train_per_class} train /
+- {trials} trials (budgets {', '.join(a.split('=')[1] for a in overrides[cores] if a.startswith('budgets='))},
+  sharing {plan_sweep(cfg).trials[0]['sharing']}, seed {plan_sweep(cfg).trials[0]['seed']}): ResNet-26 width {size.width:g}, random init, embedded data ({size.train_per_class} train /
   {size.val_per_class} val images per class), {size.epochs} epochs x {size.steps_per_epoch} steps of
   {size.batch_size} images per domain, CPU. MLflow in a SQLite file, Ray local (`ray.cpus_per_trial=1`: Ray sets
   `OMP_NUM_THREADS=1`, so each trial trains with 1 torch thread).
@@ -373,12 +407,7 @@ this process, or in a fresh interpreter for what a new worker does),
 not cut out of the sweep; the differences they belong to also carry the spread of a trial's training time
 between processes (about a second in 30), so they need not add up.
 
-{verdicts[0]}
-
-{verdicts[1]}
-
-{verdicts[2]}
-"""
+{chr(10).join(v + chr(10) for v in verdicts)}"""
     write_section(args, "orchestration", body)
     print_result("sweep_efficiency", sweeps[0].efficiency)
 

@@ -5,9 +5,9 @@ import itertools
 import pytest
 
 from benchmarks import orchestration
-from benchmarks._sweep_timing import SweepTiming
+from benchmarks._sweep_timing import SweepTiming, TrialSpan
 from benchmarks.orchestration import (Repetition, SweepSummary, TimedCalls, breakdown_rows, end_to_end_verdict,
-                                      overhead_verdict, parse_args, speed_verdict, timed)
+                                      overhead_verdict, parse_args, server_verdict, speed_verdict, timed)
 
 COSTS = {"checkpoint": 0.2, "mlflow": 0.3, "import": 4.0, "data": 0.1}
 
@@ -87,6 +87,16 @@ def test_end_to_end_compares_the_sweep_with_plain_processes_side_by_side():
     assert "2.00 core-s per trial (6.7% of a trial)" in missed
 
 
+def test_server_verdict_compares_the_http_sweep_with_the_plain_processes_and_the_sqlite_sweeps():
+    spans = (TrialSpan("a", 20.0, 50.0), TrialSpan("b", 20.0, 54.0))
+    timing = SweepTiming(0.0, 6.0, 99.0, spans)
+    reps = [Repetition(plain_processes_s=80.0, sweeps={2: SweepTiming(0.0, 5.0, 90.0, ())})]
+    text = server_verdict(timing, reps, 2, "postgresql+psycopg2://u:p@127.0.0.1:5432/db")
+    assert "(postgresql behind it)" in text and "99.0 s, +23.8% against the plain" in text
+    assert "+10.0% against the SQLite sweeps" in text and "driver start 6.0 s" in text
+    assert "Ray start and first trial 14.0 s" in text and "closing 45.0 s" in text and "32.0 s (median)" in text
+
+
 def test_breakdown_has_one_column_per_sweep():
     rows = breakdown_rows([summary(2), summary(1, gap_s=None)], train_s=30.0, costs=COSTS)
     assert rows[0] == {"part": "training of one trial", "2 at once (s)": 30.0, "1 at once (s)": 30.0,
@@ -100,6 +110,7 @@ def test_breakdown_has_one_column_per_sweep():
 def test_arguments():
     assert parse_args(["--quick", "--output", ""]).repeats == 1
     assert parse_args([]).repeats == 3 and parse_args(["--repeats", "5"]).repeats == 5
+    assert parse_args([]).server_backend is None
     with pytest.raises(SystemExit):
         parse_args(["--repeats", "0"])
 
