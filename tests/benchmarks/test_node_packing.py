@@ -1,8 +1,8 @@
-"""benchmarks/scaling.py: node shares, the sweep model and its fit, the GPU prediction, arguments."""
+"""benchmarks/node_packing.py: node shares, the sweep model and its fit, the GPU prediction, arguments."""
 
 import pytest
 
-from benchmarks.scaling import (GpuTrial, SweepModel, SweepPoint, fit_sweep_model, node_cpus, node_scaling,
+from benchmarks.node_packing import (GpuTrial, SweepModel, SweepPoint, fit_sweep_model, node_cpus, node_scaling,
                                 parse_args, predict, trials_per_hour)
 
 

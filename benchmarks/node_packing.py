@@ -1,5 +1,5 @@
-"""Trials per hour with 1, 2 and 3 Ray worker nodes on this machine, and a model of sweep wall time fitted to
-them that predicts the ``vd_resnet26`` preset on 100 GPU nodes.
+"""Packing one host's cores into 1, 2 or 3 Ray worker nodes: trials per hour for each, and a model of sweep wall
+time fitted to them that predicts the ``vd_resnet26`` preset on 100 GPU nodes.
 
 The cluster is the compose stack run as local processes (``localstack/``): a Ray head with no CPUs,
 an MLflow tracking server, token authentication; the sweep is submitted from this host with ``RAY_ADDRESS``, as
@@ -15,7 +15,7 @@ outnumber cores, ``once`` what each sweep spends outside its trials (measured fr
 to the first trial's MLflow run, the last run's end to driver exit) and ``overhead`` fitted by least squares.
 ``--quick`` measures 2 nodes only (each sweep costs about 20 s of start-up on 2 cores, three do not fit in 60 s).
 
-    python -m benchmarks.scaling [--quick] [--repeats N] [--gpu-images-per-s X]
+    python -m benchmarks.node_packing [--quick] [--repeats N] [--gpu-images-per-s X]
 """
 
 from __future__ import annotations
@@ -161,7 +161,7 @@ def measure(size: TrialSize, trials: int, node_counts: Sequence[int], repeats: i
                 cpus = node_cpus(nodes, cores)
                 workers = stack.add_nodes(nodes, cpus)
                 try:
-                    overrides = sweep_overrides(size, trials, f"scaling_n{nodes}_r{rep}", nodes * cpus)
+                    overrides = sweep_overrides(size, trials, f"packing_n{nodes}_r{rep}", nodes * cpus)
                     timing = run_sweep_process(overrides, root / f"n{nodes}_r{rep}", env=stack.driver_env())
                 finally:
                     stack.remove_nodes(workers)
@@ -225,7 +225,7 @@ def main() -> None:
     info = machine_info()
     start = time.perf_counter()
 
-    with scratch_dir("bap-scale-") as root:
+    with scratch_dir("bap-pack-") as root:
         rows, trial_times = measure(size, trials, settings["node_counts"], repeats, cores, Path(root))
     trial_s = statistics.median(trial_times)
     points = [SweepPoint(r["trials"], r["slots"], cores, trial_s, r["wall_s"], r["once_s"]) for r in rows]
@@ -255,7 +255,7 @@ def main() -> None:
     print(f"fitted: once per sweep {model.once_s:.1f} s, per trial {model.overhead_s:.2f} s; trial on one core "
           f"{trial_s:.1f} s; assumed GPU trial {gpu.train_s:.0f} s; took {time.perf_counter() - start:.0f} s")
 
-    body = f"""## Scaling over Ray nodes (`benchmarks/scaling.py{' --quick' if args.quick else ''}`)
+    body = f"""## Packing one host into Ray nodes (`benchmarks/node_packing.py{' --quick' if args.quick else ''}`)
 
 {describe_machine(info)}
 - Cluster: the compose services as local processes (`localstack/`): Ray head (no CPUs, dashboard),
@@ -290,7 +290,7 @@ are not counted. once and overhead are the CPU values measured above (a GPU work
 
 {predicted}
 """
-    write_section(args, "scaling", body)
+    write_section(args, "node_packing", body)
     print_result("trials_per_hour_2_nodes", next(r["trials per hour"] for r in summary if r["worker nodes"] == 2))
 
 
