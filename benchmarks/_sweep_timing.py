@@ -15,11 +15,13 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Optional, Sequence
 
+import psutil
 import torch
 
 import bap
@@ -138,6 +140,8 @@ class SweepTiming:
     parent_created: float  # the sweep's MLflow parent run was created (imports, Hydra, validation done)
     ended: float  # the driver process exited
     spans: tuple[TrialSpan, ...]
+    driver_peak_rss: int = 0  # bytes: the driver process's largest resident set, sampled every RSS_EVERY_S
+    driver_log: str = ""
 
     @property
     def wall_s(self) -> float:
@@ -176,15 +180,44 @@ def run_sweep_process(overrides: Sequence[str], workdir: Path, env: Optional[Map
     started = time.time()
     driver = Process("sweep", [sys.executable, "-m", "orchestrator.sweep", *overrides], full_env, workdir,
                      workdir / "logs")
+    rss = PeakRss(driver.popen.pid)
     try:
         code = driver.wait(timeout=timeout_s)
         ended = time.time()
     finally:
+        rss.stop()
         driver.kill()
     if code != 0:
         raise RuntimeError(f"the sweep exited with {code}:\n{driver.tail(40)}")
     parent_created, spans = read_spans(tracking_uri, experiment)
-    return SweepTiming(started, parent_created, ended, spans)
+    return SweepTiming(started, parent_created, ended, spans, rss.peak, driver.log())
+
+
+RSS_EVERY_S = 0.5
+
+
+class PeakRss:
+    """The largest resident set size of process ``pid`` seen while it runs, sampled every ``RSS_EVERY_S`` in a
+    thread (the driver's own: Ray's processes that it starts are not counted)."""
+
+    def __init__(self, pid: int) -> None:
+        self.peak = 0
+        self._process = psutil.Process(pid)
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._stopped.is_set():
+            try:
+                self.peak = max(self.peak, self._process.memory_info().rss)
+            except psutil.Error:  # exited
+                return
+            self._stopped.wait(RSS_EVERY_S)
+
+    def stop(self) -> None:
+        self._stopped.set()
+        self._thread.join()
 
 
 def _experiment(overrides: Sequence[str]) -> str:

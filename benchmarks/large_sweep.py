@@ -10,21 +10,26 @@ Against the compose stack's MLflow server over HTTP (SQLite behind it, started b
 3. the closing (``front.finish_sweep``: one read of the sweep, the final front) and ``orchestrator.report`` in a
    fresh process (paged reads, one pass).
 
-The growth exponent of each cost is the slope of log(cost) against log(N). Not measured here: the trials'
-own training and Ray's scheduling (``benchmarks/orchestration.py`` measures those on a few trials).
+The growth exponent of each cost is the slope of log(cost) against log(N). Not measured this way: the trials'
+own training and Ray's scheduling. ``--real-trials`` measures those: real sweeps of N very short trials
+(``python -m orchestrator.sweep`` on local Ray, recording into the same server), with their wall time, per-trial
+orchestration overhead, the driver's peak memory, the server's requests and the live page's publishing time.
 
-    python -m benchmarks.large_sweep [--quick] [--sizes 100,300,1000]
+    python -m benchmarks.large_sweep [--quick] [--sizes 100,300,1000] [--real-trials]
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import mlflow.utils.rest_utils as rest_utils
@@ -33,6 +38,8 @@ from mlflow.tracking import MlflowClient
 from bap import metrics as M
 from benchmarks._common import (REPO_ROOT, add_common_args, current_rss_bytes, describe_machine,
                                 machine_info, markdown_table, print_result, write_section)
+from benchmarks._sweep_timing import (TrialSize, compose, loop_train_times, per_trial_overhead, run_sweep_process,
+                                      scratch_dir, warm_up)
 from localstack.processes import base_env
 from localstack.stack import Stack
 from orchestrator.front import finish_sweep
@@ -146,6 +153,101 @@ def measure(url: str, n: int, work: Path) -> dict:
     }
 
 
+# --real-trials: the smallest embedded trial that still trains, prunes and logs (one epoch of 2 steps of 8 images
+# per domain), in real sweeps on local Ray recording into the same server.
+REAL_TRIAL = TrialSize(width=0.125, epochs=1, steps_per_epoch=2, batch_size=8, train_per_class=8, val_per_class=4)
+REAL_SECTION = "large_sweep_real"
+QUICK_REAL_SIZES = (8, 16)
+PUBLISH_LINE = re.compile(r"live page: the front of \d+ trial\(s\) published in ([0-9.]+) s")
+# Every request the MLflow server answers leaves one access-log line (uvicorn's).
+REQUEST_LINE = re.compile(r'"(?:GET|POST|PATCH|DELETE|PUT) /')
+
+
+def real_overrides(n: int, concurrency: int) -> list[str]:
+    """A sweep of ``n`` real trials: every budget x ``n / 4`` seeds, one CPU each, ``concurrency`` at once."""
+    if n % len(BUDGETS):
+        raise ValueError(f"N={n} must be a multiple of {len(BUDGETS)} (the budgets x seeds)")
+    return [f"experiment=real-{n}-{uuid.uuid4().hex[:8]}", "budgets=" + ",".join(f"{b:g}" for b in BUDGETS),
+            f"seeds=range(0,{n // len(BUDGETS)})", *REAL_TRIAL.overrides(), "ray.cpus_per_trial=1",
+            f"ray.max_concurrent_trials={concurrency}"]
+
+
+def measure_real(server_log: Path, url: str, n: int, work: Path, concurrency: int, train_s: float) -> dict:
+    """One real sweep of ``n`` trials: wall, per-trial orchestration overhead, the driver's peak memory, the
+    server's requests, and the live page's publishing (from the driver's log)."""
+    before = len(REQUEST_LINE.findall(server_log.read_text(errors="replace")))
+    timing = run_sweep_process(real_overrides(n, concurrency), work / f"real-{n}", env={"MLFLOW_TRACKING_URI": url},
+                               timeout_s=6 * 3600)
+    requests = len(REQUEST_LINE.findall(server_log.read_text(errors="replace"))) - before
+    publishes = [float(s) for s in PUBLISH_LINE.findall(timing.driver_log)]
+    if len(timing.spans) != n:
+        raise RuntimeError(f"the sweep of {n} trials finished {len(timing.spans)}")
+    return {"N": n, "wall_s": timing.wall_s, "once_s": timing.once_per_sweep_s,
+            "overhead_s": per_trial_overhead(timing.wall_s, timing.once_per_sweep_s, [train_s] * n, concurrency),
+            "driver_peak_rss_mb": timing.driver_peak_rss / 2**20, "requests_per_trial": requests / n,
+            "publishes": len(publishes), "publish_s": sum(publishes), "publish_share": sum(publishes) / timing.wall_s}
+
+
+REAL_COLUMNS = ["N", "wall_s", "once_s", "overhead_s", "driver_peak_rss_mb", "requests_per_trial", "publishes",
+                "publish_s", "publish_share"]
+REAL_FORMATS = {"wall_s": ".1f", "once_s": ".1f", "overhead_s": ".2f", "driver_peak_rss_mb": ".0f",
+                "requests_per_trial": ".1f", "publish_s": ".1f", "publish_share": ".3f"}
+
+
+def real_section(rows: list[dict], info: dict, seconds: float, concurrency: int, train_s: float) -> str:
+    first, last = rows[0], rows[-1]
+    ratio = last["overhead_s"] / first["overhead_s"]
+    growth_mb = last["driver_peak_rss_mb"] - first["driver_peak_rss_mb"]
+    growth = {k: slope(rows, k) for k in ("wall_s", "overhead_s", "driver_peak_rss_mb", "publish_s")}
+    return "\n".join([
+        "## Large sweeps of real trials (`benchmarks/large_sweep.py --real-trials`)", "",
+        f"{describe_machine(info)}; {seconds:.0f} s.", "",
+        f"- Each N: `python -m orchestrator.sweep` on local Ray, {concurrency} trials at once (one CPU each), "
+        "recording into the stack's MLflow server over HTTP (SQLite behind it). A trial: ResNet-26 width "
+        f"{REAL_TRIAL.width:g}, random init, embedded data, {REAL_TRIAL.epochs} epoch x {REAL_TRIAL.steps_per_epoch} "
+        f"steps of {REAL_TRIAL.batch_size} images per domain, then pruning, the model files and every record a "
+        f"sweep's trial makes; {train_s:.2f} s of `bap.train` on one core (the plain loop, median).",
+        "- `overhead_s`: core-seconds per trial spent on anything but training, once-per-sweep costs left out "
+        "(`(trials at once x (wall - once) - N x training) / N`); `once_s`: driver start to the first trial's run "
+        "plus the last run's end to the driver's exit; `driver_peak_rss_mb`: the driver process's largest resident "
+        "set (sampled every 0.5 s; Ray's own processes not counted); `requests_per_trial`: requests the server "
+        "answered (its access log) per trial, the driver's included; `publish_s`: the live page's publishing, "
+        "summed from the driver's log.", "",
+        markdown_table(rows, REAL_COLUMNS, REAL_FORMATS), "",
+        "Growth exponents (slope of log against log N): " + ", ".join(f"{k} {v:.2f}" for k, v in growth.items())
+        + ".", "",
+        f"**RESULT real_overhead_ratio={ratio:.2f}** (per-trial overhead at N={last['N']} / N={first['N']}; target "
+        "<= 1.2)", "",
+        f"**RESULT real_driver_rss_growth_mb={growth_mb:.0f}** (driver peak RSS, N={last['N']} - N={first['N']}; "
+        "target < 100)", "",
+        f"**RESULT real_publish_share={last['publish_share']:.3f}** (publishing the front / wall at N={last['N']}; "
+        "target < 0.05)",
+    ])
+
+
+def run_real(args: argparse.Namespace, sizes: list[int], info: dict) -> None:
+    concurrency = len(os.sched_getaffinity(0))
+    started = time.perf_counter()
+    loop_cfg = compose(real_overrides(len(BUDGETS), 1))
+    warm_up(loop_cfg)
+    train_s = statistics.median(loop_train_times(loop_cfg, threads=1).values())
+    with scratch_dir("bap-large-") as tmp:
+        work = Path(tmp)
+        stack = Stack(work, workers=0)
+        server = stack.start_mlflow("mlflow", f"sqlite:///{work / 'mlflow.db'}")
+        try:
+            rows = []
+            for n in sizes:
+                rows.append(measure_real(server.process.log_path, server.url, n, work, concurrency, train_s))
+                print(markdown_table(rows[-1:], REAL_COLUMNS, REAL_FORMATS), flush=True)
+        finally:
+            stack.stop()
+    body = real_section(rows, info, time.perf_counter() - started, concurrency, train_s)
+    print(body)
+    write_section(args, REAL_SECTION, body)
+    print_result("real_overhead_ratio", rows[-1]["overhead_s"] / rows[0]["overhead_s"])
+
+
 def slope(rows: list[dict], key: str) -> float:
     """Least-squares slope of log(key) against log(N): 0 flat, 1 linear, 2 quadratic."""
     xs = [math.log(r["N"]) for r in rows]
@@ -164,10 +266,17 @@ FORMATS = {"record_ms_per_trial": ".1f", "requests_per_trial": ".1f", "server_re
 def main(argv: list[str] | None = None) -> None:
     parser = add_common_args(argparse.ArgumentParser(description=__doc__,
                                                      formatter_class=argparse.RawDescriptionHelpFormatter))
-    parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60)")
+    parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60, "
+                                                      "with --real-trials 8,16)")
+    parser.add_argument("--real-trials", action="store_true",
+                        help="real sweeps of N very short trials on local Ray instead of the driver's work alone")
     args = parser.parse_args(argv)
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (QUICK_SIZES if args.quick else FULL_SIZES)
+    quick_sizes = QUICK_REAL_SIZES if args.real_trials else QUICK_SIZES
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (quick_sizes if args.quick else FULL_SIZES)
     info = machine_info()  # the code measured: the commit the run starts at
+    if args.real_trials:
+        run_real(args, sizes, info)
+        return
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="bap-large-") as tmp:
         work = Path(tmp)

@@ -130,6 +130,7 @@ class SweepProgress(tune.Callback):
             publish_front(client, self.parent_run_id, list(self._records.values()), self._tagged, self._note)
         self._dirty = False
         took = time.monotonic() - start
+        log.info("live page: the front of %d trial(s) published in %.2f s", len(self._records), took)
         # The first publish also pays one-time imports (plotly) and creates the tables: it sets no pace.
         pace = took / PUBLISH_SHARE if self._published else 0.0
         self._published = True

@@ -1,9 +1,24 @@
 import pytest
 
-from benchmarks.large_sweep import slope
+from benchmarks._sweep_timing import compose
+from benchmarks.large_sweep import REQUEST_LINE, real_overrides, slope
+from orchestrator.config import plan_sweep
 
 
 @pytest.mark.parametrize("exponent", [0.0, 1.0, 2.0, 0.5])
 def test_growth_exponent_of_an_exact_power_law(exponent):
     rows = [{"N": n, "cost": 3.0 * n ** exponent} for n in (100, 300, 1000)]
     assert slope(rows, "cost") == pytest.approx(exponent)
+
+
+def test_a_real_sweep_has_n_trials_and_refuses_an_n_the_budgets_do_not_divide():
+    assert len(plan_sweep(compose(real_overrides(12, 2))).trials) == 12
+    with pytest.raises(ValueError, match="multiple of 4"):
+        real_overrides(10, 2)
+
+
+def test_server_requests_are_counted_from_its_access_log():
+    log = ('INFO:     127.0.0.1:5 - "POST /api/2.0/mlflow/runs/log-batch HTTP/1.1" 200 OK\n'
+           'INFO:     127.0.0.1:5 - "GET /api/2.0/mlflow/runs/get?run_id=1 HTTP/1.1" 200 OK\n'
+           "INFO:     Application startup complete.\n")
+    assert len(REQUEST_LINE.findall(log)) == 2

@@ -1,8 +1,11 @@
 """benchmarks/_sweep_timing.py: the sweep's command line matches the loop's configs; the timing arithmetic."""
 
+import subprocess
+import sys
+
 import pytest
 
-from benchmarks._sweep_timing import (BUDGETS, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
+from benchmarks._sweep_timing import (BUDGETS, PeakRss, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
                                       per_trial_overhead, slot_gaps, sweep_efficiency, sweep_overrides)
 from orchestrator.config import plan_sweep, trial_config
 
@@ -58,3 +61,11 @@ def test_sweep_timing_splits_the_wall_time():
     assert timing.wall_s == 60.0
     assert (timing.driver_start_s, timing.ray_start_s, timing.tail_s) == (5.0, 7.0, 10.0)
     assert timing.once_per_sweep_s == 22.0
+
+
+def test_peak_rss_sees_the_largest_resident_set_of_a_running_process():
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 * 2**20); time.sleep(2)"])
+    rss = PeakRss(child.pid)
+    child.wait(timeout=60)
+    rss.stop()
+    assert rss.peak > 200 * 2**20

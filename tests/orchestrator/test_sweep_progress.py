@@ -6,6 +6,7 @@ import logging
 from types import SimpleNamespace
 
 from bap import metrics as M
+from benchmarks.large_sweep import PUBLISH_LINE
 from orchestrator.sweep import SweepProgress
 from orchestrator.tracking import PARETO_TAG, STOPPED_TAG, find_or_create_child
 from tests.orchestrator.helpers import closed_port_uri
@@ -90,3 +91,13 @@ def test_a_trial_the_scheduler_stops_is_tagged_and_counted_stopped_never_finishe
     again = SweepProgress(uri, experiment_id, parent, scheduler="pareto", publish_every_s=0)
     again.setup()
     assert again._stopped == 1
+
+
+def test_each_publish_logs_its_time_as_benchmarks_large_sweep_reads_it(store, two_trial_sweep, caplog):
+    uri, client, experiment_id = store
+    parent, done, _ = two_trial_sweep
+    progress = SweepProgress(uri, experiment_id, parent, publish_every_s=0)
+    with caplog.at_level(logging.INFO, logger="orchestrator.sweep"):
+        progress.on_trial_complete(0, [], trial(done))
+    published = [float(s) for s in PUBLISH_LINE.findall(caplog.text)]
+    assert len(published) == 1 and published[0] >= 0
