@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -248,6 +249,73 @@ def run_real(args: argparse.Namespace, sizes: list[int], info: dict) -> None:
     print_result("real_overhead_ratio", rows[-1]["overhead_s"] / rows[0]["overhead_s"])
 
 
+CAPACITY_SECTION = "mlflow_capacity"
+CAPACITY_CLIENTS = (1, 4, 16)
+
+
+def server_capacity(url: str, clients: int, seconds: float) -> dict:
+    """Requests per second the server answers to ``clients`` concurrent writers (threads, each with its own
+    client and run) logging one metric per request for ``seconds``, and the median request latency."""
+    client = MlflowClient(url)
+    experiment_id = ensure_experiment(client, "capacity")
+    runs = [client.create_run(experiment_id).info.run_id for _ in range(clients)]
+    latencies: list[list[float]] = [[] for _ in range(clients)]
+    deadline = time.perf_counter() + seconds
+
+    def write(i: int) -> None:
+        mine = MlflowClient(url)
+        step = 0
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            mine.log_metric(runs[i], "capacity", float(step), step=step)
+            latencies[i].append(time.perf_counter() - start)
+            step += 1
+
+    start = time.perf_counter()
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    done = [x for mine in latencies for x in mine]
+    return {"clients": clients, "requests": len(done), "runs": runs, "requests_per_s": len(done) / elapsed,
+            "median_ms": 1000 * statistics.median(done), "p95_ms": 1000 * statistics.quantiles(done, n=20)[-1]}
+
+
+def run_capacity(args: argparse.Namespace, info: dict) -> None:
+    """``server_capacity`` for 1, 4 and 16 writers against the stack's server with SQLite and, given, PostgreSQL."""
+    backends = {"SQLite": None, **({"PostgreSQL": args.postgres_uri} if args.postgres_uri else {})}
+    seconds = 5.0 if args.quick else 20.0
+    rows = []
+    with scratch_dir("bap-capacity-") as tmp:
+        for name, uri in backends.items():
+            stack = Stack(Path(tmp) / name, workers=0)
+            server = stack.start_mlflow("mlflow", uri or f"sqlite:///{Path(tmp) / name / 'mlflow.db'}")
+            try:
+                for clients in CAPACITY_CLIENTS:
+                    rows.append({"backend": name, **server_capacity(server.url, clients, seconds)})
+                    print(markdown_table(rows[-1:], CAPACITY_COLUMNS, CAPACITY_FORMATS), flush=True)
+            finally:
+                stack.stop()
+    body = "\n".join([
+        "## MLflow server capacity (`benchmarks/large_sweep.py --capacity`)", "",
+        f"{describe_machine(info)}", "",
+        "The stack's MLflow server (`localstack`, its compose command) on this machine, SQLite or PostgreSQL behind "
+        f"it; `clients` threads in one process on the same machine, each logging one metric per request to its own "
+        f"run for {seconds:g} s: the rate the server sustains and the latency a trial's write sees at that load.", "",
+        markdown_table(rows, CAPACITY_COLUMNS, CAPACITY_FORMATS),
+    ])
+    print(body)
+    write_section(args, CAPACITY_SECTION, body)
+    best = max(r["requests_per_s"] for r in rows)
+    print_result("mlflow_capacity_requests_per_s", best)
+
+
+CAPACITY_COLUMNS = ["backend", "clients", "requests_per_s", "median_ms", "p95_ms"]
+CAPACITY_FORMATS = {"requests_per_s": ".0f", "median_ms": ".1f", "p95_ms": ".1f"}
+
+
 def slope(rows: list[dict], key: str) -> float:
     """Least-squares slope of log(key) against log(N): 0 flat, 1 linear, 2 quadratic."""
     xs = [math.log(r["N"]) for r in rows]
@@ -270,10 +338,18 @@ def main(argv: list[str] | None = None) -> None:
                                                       "with --real-trials 8,16)")
     parser.add_argument("--real-trials", action="store_true",
                         help="real sweeps of N very short trials on local Ray instead of the driver's work alone")
+    parser.add_argument("--capacity", action="store_true",
+                        help="the MLflow server's request capacity against concurrent writers instead")
+    parser.add_argument("--postgres-uri", default=None,
+                        help="--capacity: also with this PostgreSQL behind the server (`bash "
+                             "tests/cluster/start_postgres.sh` prints one)")
     args = parser.parse_args(argv)
     quick_sizes = QUICK_REAL_SIZES if args.real_trials else QUICK_SIZES
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (quick_sizes if args.quick else FULL_SIZES)
     info = machine_info()  # the code measured: the commit the run starts at
+    if args.capacity:
+        run_capacity(args, info)
+        return
     if args.real_trials:
         run_real(args, sizes, info)
         return

@@ -1,7 +1,8 @@
 import pytest
+from mlflow.tracking import MlflowClient
 
 from benchmarks._sweep_timing import compose
-from benchmarks.large_sweep import REQUEST_LINE, real_overrides, slope
+from benchmarks.large_sweep import REQUEST_LINE, real_overrides, server_capacity, slope
 from orchestrator.config import plan_sweep
 
 
@@ -22,3 +23,12 @@ def test_server_requests_are_counted_from_its_access_log():
            'INFO:     127.0.0.1:5 - "GET /api/2.0/mlflow/runs/get?run_id=1 HTTP/1.1" 200 OK\n'
            "INFO:     Application startup complete.\n")
     assert len(REQUEST_LINE.findall(log)) == 2
+
+
+def test_server_capacity_counts_every_write_its_clients_made(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = server_capacity(uri, clients=2, seconds=0.5)
+    client = MlflowClient(uri)
+    logged = sum(len(client.get_metric_history(run, "capacity")) for run in result["runs"])
+    assert len(result["runs"]) == 2 and logged == result["requests"] > 0
+    assert result["requests_per_s"] > 0 and 0 < result["median_ms"] <= result["p95_ms"]
