@@ -147,8 +147,10 @@ class DigestRecorder(tune.Callback):
     """Records in the parent run the digest of every restore file Tune writes, as it writes it.
 
     Tune saves its state into a driver-side staging folder during a step and uploads it into the sweep folder in
-    the background; ``on_step_end`` of that same step hashes the staged files (only those whose size or mtime
-    changed), so a state is recorded before, or within milliseconds of, becoming restorable. The driver calls
+    the background. Between the two it asks its callbacks for their state (``get_state``): there the staged
+    files are hashed (only those whose size or mtime changed) and their digests sent, so a state is recorded
+    before it can become restorable, and a driver killed at any moment leaves no unrecorded state behind.
+    ``on_step_end`` hashes again (the callbacks' own state file is written after ``get_state``). The driver calls
     ``record(sweep_dir)`` itself for ``tuner.pkl`` (written when the Tuner is made) and watches the folder during
     ``fit`` (``watching``). Digests go
     straight to MLflow, never through the spool: the spool sits on shared storage, where a planted entry could
@@ -206,6 +208,18 @@ class DigestRecorder(tune.Callback):
         except Exception as error:  # MLflow down: kept here and sent with the next state
             log.warning("could not record the sweep folder's digests in MLflow yet (%s)", type(error).__name__)
 
+    def on_step_begin(self, iteration: int, trials: list, **info) -> None:
+        if trials:
+            self._staging = trials[0].storage.experiment_driver_staging_path
+
+    def on_trial_add(self, iteration: int, trials: list, trial, **info) -> None:
+        self._staging = trial.storage.experiment_driver_staging_path
+
+    def get_state(self) -> None:
+        if self._staging is not None:
+            self._record_quietly(self._staging)
+        return None  # nothing of its own to save: see the class docstring for why this records
+
     def on_step_end(self, iteration: int, trials: list, **info) -> None:
         if trials:
             self._record_quietly(trials[0].storage.experiment_driver_staging_path)
@@ -217,4 +231,5 @@ class DigestRecorder(tune.Callback):
         self.__dict__.update(state)
         self._seen: dict[str, tuple] = {}
         self._unsent: dict[str, list[str]] = {}
+        self._staging: Optional[str] = None  # Tune's driver-side staging folder, once a trial shows it
         self._lock = threading.RLock()

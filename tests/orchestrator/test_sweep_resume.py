@@ -7,8 +7,10 @@ import json
 import os
 import pickle
 import time
+from types import SimpleNamespace
 
 import pytest
+from ray.tune.callback import CallbackList
 
 from orchestrator.config import SweepConfig
 from orchestrator.resume import (DIGESTS_KEPT, LATEST, LAUNCH_DIR_TAG, DigestRecorder, check_restorable,
@@ -141,6 +143,19 @@ def test_only_files_the_driver_recorded_are_restored(store, tmp_path):
     assert not marker.exists()
     os.remove(sweep_dir / "callback-state.pkl")
     check_restorable(str(sweep_dir), client.get_run(parent))
+
+
+def test_a_staged_state_is_recorded_when_tune_saves_it_before_its_upload(store, tmp_path):
+    client, _, parent, digests = _recorded_sweep(store, tmp_path)
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    trial = SimpleNamespace(storage=SimpleNamespace(experiment_driver_staging_path=str(staging)))
+    digests.on_trial_add(0, [trial], trial)
+    (staging / "experiment_state-2.json").write_text('{"trial_data": []}')  # Tune's save, then its callbacks':
+    CallbackList([digests]).save_to_dir(str(staging), session_str="2")  # what save_to_dir does before uploading
+    recorded = recorded_digests(client.get_run(parent))
+    assert recorded["experiment_state-2.json"] == [hashlib.sha256(b'{"trial_data": []}').hexdigest()]
+    assert not list(staging.glob("callback-states-*"))  # no state of its own
 
 
 def test_a_spooled_write_never_vouches_for_a_file(store, tmp_path):
