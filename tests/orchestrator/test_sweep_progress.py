@@ -93,7 +93,9 @@ def test_a_trial_the_scheduler_stops_is_tagged_and_counted_stopped_never_finishe
     assert again._stopped == 1
 
 
-def test_each_publish_logs_its_time_as_benchmarks_large_sweep_reads_it(store, two_trial_sweep, caplog):
+def test_each_publish_logs_its_time_as_benchmarks_large_sweep_reads_it(store, two_trial_sweep, caplog, monkeypatch):
+    # An earlier in-process sweep's logging set-up may have disabled the module's logger; a driver's has it on.
+    monkeypatch.setattr(logging.getLogger("orchestrator.sweep"), "disabled", False)
     uri, client, experiment_id = store
     parent, done, _ = two_trial_sweep
     progress = SweepProgress(uri, experiment_id, parent, publish_every_s=0)
