@@ -1,7 +1,8 @@
 """Timing whole sweeps: run ``python -m orchestrator.sweep`` as a user does, read when each trial ran from MLflow,
 and train the same trials in a plain loop of ``bap.train`` to compare against.
 
-Shared by ``benchmarks/orchestration.py`` (one machine, local Ray) and ``benchmarks/node_packing.py`` (Ray nodes on one host).
+Shared by ``benchmarks/orchestration.py`` (one machine, local Ray) and ``benchmarks/node_packing.py`` (Ray nodes on
+one host).
 Clocks: the driver's start and end are taken here with ``time.time()``; a trial's span is its MLflow child run,
 from ``create_run`` (in the trial's worker, after the worker started and imported everything) to
 ``set_terminated`` (after its last MLflow write). Both are wall clocks of this one machine.

@@ -331,7 +331,8 @@ FORMATS = {"record_ms_per_trial": ".1f", "requests_per_trial": ".1f", "server_re
            "close_s": ".1f", "report_s": ".1f"}
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The arguments, checked before anything runs: a bad N would otherwise fail after the sizes before it."""
     parser = add_common_args(argparse.ArgumentParser(description=__doc__,
                                                      formatter_class=argparse.RawDescriptionHelpFormatter))
     parser.add_argument("--sizes", default=None, help="comma-separated N (default 100,300,1000; quick 20,60, "
@@ -344,8 +345,27 @@ def main(argv: list[str] | None = None) -> None:
                         help="--capacity: also with this PostgreSQL behind the server (`bash "
                              "tests/cluster/start_postgres.sh` prints one)")
     args = parser.parse_args(argv)
+    if args.capacity and args.real_trials:
+        parser.error("--capacity and --real-trials are two runs; give one of them")
+    if args.postgres_uri and not args.capacity:
+        parser.error("--postgres-uri is used by --capacity only; add --capacity or drop it")
     quick_sizes = QUICK_REAL_SIZES if args.real_trials else QUICK_SIZES
-    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (quick_sizes if args.quick else FULL_SIZES)
+    try:
+        args.sizes = ([int(s) for s in args.sizes.split(",")] if args.sizes
+                      else list(quick_sizes if args.quick else FULL_SIZES))
+    except ValueError:
+        parser.error(f"--sizes={args.sizes!r}: give comma-separated whole numbers, e.g. 100,300,1000")
+    if len(args.sizes) < 2 or any(n < 1 for n in args.sizes):
+        parser.error(f"--sizes={args.sizes}: give at least two N >= 1 (the growth is fitted between them)")
+    if args.real_trials and any(n % len(BUDGETS) for n in args.sizes):
+        parser.error(f"--sizes={args.sizes}: with --real-trials every N must be a multiple of {len(BUDGETS)} "
+                     "(the budgets x seeds)")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    sizes = args.sizes
     info = machine_info()  # the code measured: the commit the run starts at
     if args.capacity:
         run_capacity(args, info)

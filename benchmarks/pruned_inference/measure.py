@@ -28,8 +28,10 @@ def measure_latency(variants: list[Variant], setting: Setting, device: torch.dev
     """
     stats: dict[int, dict] = {}
     if device.type == "cpu":
-        servers = [ModelServer(v.specs, setting.size, setting.batches) for v in variants]
+        servers: list[ModelServer] = []
         try:
+            for variant in variants:  # started inside the try: one that fails to start closes those before it
+                servers.append(ModelServer(variant.specs, setting.size, setting.batches))
             for batch in setting.batches:
                 faults: dict[int, list[int]] = {}
 

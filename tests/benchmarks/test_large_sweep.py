@@ -2,7 +2,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks._sweep_timing import compose
-from benchmarks.large_sweep import REQUEST_LINE, real_overrides, server_capacity, slope
+from benchmarks.large_sweep import REQUEST_LINE, parse_args, real_overrides, server_capacity, slope
 from orchestrator.config import plan_sweep
 
 
@@ -32,3 +32,21 @@ def test_server_capacity_counts_every_write_its_clients_made(tmp_path):
     logged = sum(len(client.get_metric_history(run, "capacity")) for run in result["runs"])
     assert len(result["runs"]) == 2 and logged == result["requests"] > 0
     assert result["requests_per_s"] > 0 and 0 < result["median_ms"] <= result["p95_ms"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--real-trials", "--sizes", "100,302"], "multiple of 4"),
+    (["--sizes", "100"], "at least two N"),
+    (["--sizes", "100,x"], "whole numbers"),
+    (["--capacity", "--real-trials"], "give one of them"),
+    (["--postgres-uri", "postgresql://x"], "--capacity only"),
+])
+def test_bad_arguments_are_refused_before_anything_runs(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        parse_args(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_default_and_quick_sizes():
+    assert parse_args([]).sizes == [100, 300, 1000]
+    assert parse_args(["--quick", "--real-trials"]).sizes == [8, 16]

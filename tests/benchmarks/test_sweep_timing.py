@@ -64,7 +64,7 @@ def test_sweep_timing_splits_the_wall_time():
 
 
 def test_peak_rss_sees_the_largest_resident_set_of_a_running_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = bytearray(200 * 2**20); time.sleep(2)"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (200 * 2**20); time.sleep(2)"])
     rss = PeakRss(child.pid)
     child.wait(timeout=60)
     rss.stop()
