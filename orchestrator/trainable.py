@@ -24,7 +24,7 @@ import bap
 from bap import metrics as M
 from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
-from orchestrator.config import SweepConfig, domain_set_name, trial_config, trial_name
+from orchestrator.config import SweepConfig, domain_set_name, objectives, trial_config, trial_name
 from orchestrator.mlflow_model import log_pyfunc_model
 from orchestrator.spool import Recorder
 from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, client_for, find_or_create_child, flatten,
@@ -39,6 +39,20 @@ PROGRESS_METRICS = ("epoch", M.VAL_ACC_MEAN, M.ACC_MEAN, M.PARAMS_RATIO)
 
 def _numeric(metrics: Mapping[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+def tune_metrics(sweep: SweepConfig) -> frozenset[str]:
+    """The metrics Tune's parts read from a result: the progress table, the scheduler, the searcher's objectives
+    and the pareto stopper (its cost, the heavy-projection tag). Only these are reported: the driver keeps running
+    statistics of every reported metric of every trial for the whole sweep (about 2 KB each, 60+ a trial on six
+    domains), and all of a trial's metrics are in its MLflow run."""
+    return frozenset({*PROGRESS_METRICS, sweep.scheduler.metric, *objectives(sweep.search), M.PROJECTION_HEAVY})
+
+
+def tune_result(metrics: Mapping[str, Any], sweep: SweepConfig) -> dict[str, float]:
+    """``metrics`` cut to ``tune_metrics(sweep)``, as floats."""
+    keep = tune_metrics(sweep)
+    return {k: v for k, v in _numeric(metrics).items() if k in keep}
 
 
 def _domain_table(result: bap.TrainResult) -> str:
@@ -194,8 +208,8 @@ def run_trial(
         if done is not None:
             # Tune restored a trial whose run already finished (the driver died before saving that): report
             # the recorded result instead of training and logging it a second time.
-            tune.report({**done, "budget": params["budget"], "epoch": cfg.train.epochs, "mlflow_run_id": run_id,
-                         "final": 1.0})
+            tune.report({**tune_result(done, sweep), "budget": params["budget"], "epoch": cfg.train.epochs,
+                         "mlflow_run_id": run_id, "final": 1.0})
             return
 
         checkpoint_dir = os.path.join(work, "checkpoint")
@@ -208,14 +222,14 @@ def run_trial(
 
         def report(metrics: dict[str, float]) -> None:
             # The run id in every result: a trial the scheduler stops is tagged so from the driver.
-            tune.report({**metrics, "budget": params["budget"], "mlflow_run_id": run_id},
+            tune.report({**tune_result(metrics, sweep), "budget": params["budget"], "mlflow_run_id": run_id},
                         checkpoint=tune.Checkpoint.from_directory(checkpoint_dir))
 
         result = record_trial(cfg, params, recorder, checkpoint_dir=checkpoint_dir, resume=resume, on_epoch=report,
                               system_metrics_every_s=sweep.mlflow.system_metrics_every_s)
         # The final, pruned-model metrics are the trial's result; Tune keeps the last report. It repeats the last
         # epoch's validation mean: Tune requires a scheduler's metric (ASHA's val/acc_mean) in every result.
-        tune.report({**_numeric(result.metrics), M.VAL_ACC_MEAN: result.history[-1][M.VAL_ACC_MEAN],
+        tune.report({**tune_result(result.metrics, sweep), M.VAL_ACC_MEAN: result.history[-1][M.VAL_ACC_MEAN],
                      "budget": params["budget"], "epoch": cfg.train.epochs, "mlflow_run_id": run_id, "final": 1.0})
     finally:
         shutil.rmtree(work, ignore_errors=True)
