@@ -142,6 +142,7 @@ class SweepTiming:
     ended: float  # the driver process exited
     spans: tuple[TrialSpan, ...]
     driver_peak_rss: int = 0  # bytes: the driver process's largest resident set, sampled every RSS_EVERY_S
+    driver_peak_rss_trials: int = 0  # bytes: the same, until the last trial's run ended (the closing left out)
     driver_log: str = ""
 
     @property
@@ -191,27 +192,35 @@ def run_sweep_process(overrides: Sequence[str], workdir: Path, env: Optional[Map
     if code != 0:
         raise RuntimeError(f"the sweep exited with {code}:\n{driver.tail(40)}")
     parent_created, spans = read_spans(tracking_uri, experiment)
-    return SweepTiming(started, parent_created, ended, spans, rss.peak, driver.log())
+    last_trial_end = max((span.end for span in spans), default=ended)
+    return SweepTiming(started, parent_created, ended, spans, rss.peak, rss.peak_until(last_trial_end), driver.log())
 
 
 RSS_EVERY_S = 0.5
 
 
 class PeakRss:
-    """The largest resident set size of process ``pid`` seen while it runs, sampled every ``RSS_EVERY_S`` in a
-    thread (the driver's own: Ray's processes that it starts are not counted)."""
+    """The resident set size of process ``pid`` while it runs, sampled every ``RSS_EVERY_S`` in a thread (the
+    driver's own: Ray's processes that it starts are not counted): its peak, overall or up to a moment."""
 
     def __init__(self, pid: int) -> None:
-        self.peak = 0
+        self.samples: list[tuple[float, int]] = []  # (epoch seconds, bytes)
         self._process = psutil.Process(pid)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
 
+    @property
+    def peak(self) -> int:
+        return max((rss for _, rss in self.samples), default=0)
+
+    def peak_until(self, moment: float) -> int:
+        return max((rss for at, rss in self.samples if at <= moment), default=0)
+
     def _sample(self) -> None:
         while not self._stopped.is_set():
             try:
-                self.peak = max(self.peak, self._process.memory_info().rss)
+                self.samples.append((time.time(), self._process.memory_info().rss))
             except psutil.Error:  # exited
                 return
             self._stopped.wait(RSS_EVERY_S)

@@ -8,11 +8,12 @@ description, and the summary metrics (``summary_metrics``) with the finished-tri
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import tempfile
 import time
-from typing import Any, Iterable, Mapping, MutableMapping
+from typing import Any, Mapping, MutableMapping
 
 import pandas as pd
 from mlflow.entities import Metric
@@ -23,7 +24,7 @@ from bap import metrics as M
 from orchestrator.pareto import group_points, hypervolume, pareto_front
 from orchestrator.plots import configurations, front_accuracy, group_key, pareto_table, write_pareto_report
 from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, STOPPED_TAG, SWEEP_TAG,
-                                   TRIAL_ID_TAG, child_runs)
+                                   TRIAL_ID_TAG, iter_child_runs)
 
 FRONT_TABLE = "front.json"  # the front as an MLflow table artifact (``log_table``)
 # The front's columns, in the description and the table artifact.
@@ -53,24 +54,37 @@ def run_record(run: Any) -> dict[str, Any]:
     return record
 
 
+@dataclasses.dataclass
+class SweepRuns:
+    """What the front and the summary need of a sweep's child runs (or of every sweep's, for the report)."""
+
+    records: list[dict] = dataclasses.field(default_factory=list)  # finished trials, as ``run_record``s
+    tagged: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> its pareto_optimal tag as read
+    running: dict[str, str] = dataclasses.field(default_factory=dict)  # run id -> trial id, runs still RUNNING
+    failed: int = 0
+    stopped: int = 0  # trials the scheduler stopped early (tagged STOPPED_TAG)
+
+
+def read_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> SweepRuns:
+    """One paged pass over the child runs of ``parent_run_id`` (or of every sweep in the experiment) that keeps
+    only a small record of each, never the runs themselves (their params, metrics and tags: 27 KB a run)."""
+    sweep = SweepRuns()
+    for run in iter_child_runs(client, experiment_id, parent_run_id):
+        record, run_id, tags = run_record(run), run.info.run_id, run.data.tags
+        if record[M.PARAMS_TOTAL] is not None:
+            sweep.records.append(record)
+        if PARETO_TAG in tags:
+            sweep.tagged[run_id] = tags[PARETO_TAG]
+        if run.info.status == "RUNNING":
+            sweep.running[run_id] = tags.get(TRIAL_ID_TAG, "")
+        sweep.failed += run.info.status == "FAILED"
+        sweep.stopped += STOPPED_TAG in tags
+    return sweep
+
+
 def collect_records(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> list[dict]:
     """Finished trials (those with final pruned-model metrics) of one sweep, or of every sweep."""
-    return finished_records(child_runs(client, experiment_id, parent_run_id))
-
-
-def finished_records(runs: Iterable[Any]) -> list[dict]:
-    records = [run_record(r) for r in runs]
-    return [r for r in records if r[M.PARAMS_TOTAL] is not None]
-
-
-def stopped_count(runs: Iterable[Any]) -> int:
-    """Trials the scheduler stopped early (tagged ``STOPPED_TAG``)."""
-    return sum(STOPPED_TAG in r.data.tags for r in runs)
-
-
-def pareto_tags(runs: Iterable[Any]) -> dict[str, str]:
-    """Run id -> its ``pareto_optimal`` tag as read, for ``publish_front`` to re-tag only what changes."""
-    return {r.info.run_id: r.data.tags[PARETO_TAG] for r in runs if PARETO_TAG in r.data.tags}
+    return read_sweep(client, experiment_id, parent_run_id).records
 
 
 def summary_metrics(records: list[dict], failed: int, stopped: int) -> dict[str, float]:
@@ -221,22 +235,17 @@ def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, s
     run, and the parent gets ``status``. Idempotent, so a replay from the spool may repeat it. One read of the
     sweep's runs."""
     errors = errors or {}
-    runs = child_runs(client, experiment_id, parent_run_id)
-    failed = 0
-    for run in runs:
-        if run.info.status == "RUNNING":
-            error = errors.get(run.data.tags.get(TRIAL_ID_TAG, ""))
-            if error is not None:
-                client.set_tag(run.info.run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
-            client.set_terminated(run.info.run_id, "KILLED" if error is None else "FAILED")
-            failed += error is not None
-        else:
-            failed += run.info.status == "FAILED"
-    records = finished_records(runs)
+    sweep = read_sweep(client, experiment_id, parent_run_id)
+    for run_id, trial_id in sweep.running.items():
+        error = errors.get(trial_id)
+        if error is not None:
+            client.set_tag(run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
+        client.set_terminated(run_id, "KILLED" if error is None else "FAILED")
+        sweep.failed += error is not None
     table = []
-    if records:
+    if sweep.records:
         note = sweep_note(client, client.get_run(parent_run_id))
-        table = publish_front(client, parent_run_id, records, pareto_tags(runs), note)
-    log_summary(client, parent_run_id, records, failed, stopped_count(runs))
+        table = publish_front(client, parent_run_id, sweep.records, sweep.tagged, note)
+    log_summary(client, parent_run_id, sweep.records, sweep.failed, sweep.stopped)
     client.set_terminated(parent_run_id, status)
     return table

@@ -19,11 +19,10 @@ from bap import metrics as M
 from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
-from orchestrator.front import (finished_records, format_table, hypervolume_by_sweep, log_summary, pareto_tags,
-                                publish_front, stopped_count)
+from orchestrator.front import format_table, hypervolume_by_sweep, log_summary, publish_front, read_sweep
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
-from orchestrator.tracking import child_runs, client_for, use_fail_fast_http
+from orchestrator.tracking import client_for, use_fail_fast_http
 
 
 def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: str | None = None,
@@ -44,8 +43,8 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     if experiment_obj is None:
         known = [e.name for e in client.search_experiments()]
         raise SystemExit(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
-    runs = child_runs(client, experiment_obj.experiment_id)  # one paged read of every trial
-    records = finished_records(runs)
+    sweep = read_sweep(client, experiment_obj.experiment_id)  # one paged read of every trial
+    records = sweep.records
     if not records:
         raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
     if include_heavy:
@@ -55,9 +54,8 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     note = (f"Report of every sweep of experiment `{experiment}`"
             f"{' (projection_heavy trials included)' if include_heavy else ''}: plots in `pareto_params.png` and "
             "`pareto.html`, every trial in `pareto.csv`.")
-    table = publish_front(client, run.info.run_id, records, pareto_tags(runs), note)
-    log_summary(client, run.info.run_id, records, failed=sum(r.info.status == "FAILED" for r in runs),
-                stopped=stopped_count(runs))
+    table = publish_front(client, run.info.run_id, records, sweep.tagged, note)
+    log_summary(client, run.info.run_id, records, failed=sweep.failed, stopped=sweep.stopped)
     client.set_terminated(run.info.run_id)
     print(format_table(table))
     names = {sweep: client.get_run(sweep).info.run_name if sweep else "(orchestrator.train runs)"

@@ -30,8 +30,8 @@ from ray.tune.search.optuna import OptunaSearch
 
 from bap import metrics as M
 from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, resolve_paths, trial_name
-from orchestrator.front import (collect_records, finish_sweep, finished_records, format_table, log_summary,
-                                pareto_tags, publish_front, run_record, stopped_count, sweep_note)
+from orchestrator.front import (collect_records, finish_sweep, format_table, log_summary, publish_front, read_sweep,
+                                run_record, sweep_note)
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
@@ -39,7 +39,7 @@ from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorabl
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
 from orchestrator.stopping import ParetoStopping
-from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, child_runs, client_for, ensure_experiment,
+from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, client_for, ensure_experiment,
                                    flatten, poll, run_page, use_fail_fast_http, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
@@ -115,11 +115,9 @@ class SweepProgress(tune.Callback):
 
     def _load(self, client) -> None:
         if self._records is None:  # a resumed sweep starts from what MLflow already has
-            runs = child_runs(client, self.experiment_id, self.parent_run_id)
-            self._records = {r["run_id"]: r for r in finished_records(runs)}
-            self._failed = sum(run.info.status == "FAILED" for run in runs)
-            self._stopped = stopped_count(runs)
-            self._tagged = pareto_tags(runs)
+            sweep = read_sweep(client, self.experiment_id, self.parent_run_id)
+            self._records = {r["run_id"]: r for r in sweep.records}
+            self._failed, self._stopped, self._tagged = sweep.failed, sweep.stopped, sweep.tagged
             self._note = sweep_note(client, client.get_run(self.parent_run_id))
 
     def _publish(self, client=None) -> None:

@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -63,9 +64,12 @@ def test_sweep_timing_splits_the_wall_time():
     assert timing.once_per_sweep_s == 22.0
 
 
-def test_peak_rss_sees_the_largest_resident_set_of_a_running_process():
-    child = subprocess.Popen([sys.executable, "-c", "import time; b = b'x' * (200 * 2**20); time.sleep(2)"])
+def test_peak_rss_sees_the_largest_resident_set_of_a_running_process_and_when():
+    script = "import time; time.sleep(1.5); b = b'x' * (200 * 2**20); time.sleep(2)"
+    child = subprocess.Popen([sys.executable, "-c", script])
+    started = time.time()
     rss = PeakRss(child.pid)
     child.wait(timeout=60)
     rss.stop()
     assert rss.peak > 200 * 2**20
+    assert rss.peak_until(started + 1.0) < 100 * 2**20  # before the allocation

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import weakref
 
 import pytest
-from mlflow.utils.mlflow_tags import MLFLOW_RUN_NOTE
+from mlflow.entities import Metric, RunTag
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from bap import metrics as M
 from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, format_table, hypervolume_by_sweep,
-                                publish_front,
-                                summary_metrics)
-from orchestrator.tracking import COMMAND_TAG, ERROR_TAG, PARETO_TAG, find_or_create_child
+                                publish_front, read_sweep, summary_metrics)
+from orchestrator.tracking import (CHILD_RUNS_PAGE, COMMAND_TAG, ERROR_TAG, PARETO_TAG, STOPPED_TAG, TRIAL_ID_TAG,
+                                   find_or_create_child)
 
 
 def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget):
@@ -34,6 +37,39 @@ def test_records_are_the_finished_trials_of_one_sweep_or_of_all(store, two_trial
     assert {r["run_id"] for r in collect_records(client, experiment_id)} == {done, elsewhere}
     (record,) = collect_records(client, experiment_id, other)
     assert (record[M.ACC_MEAN], record[M.PARAMS_RATIO], record["budget"]) == (60.0, 0.4, 0.4)
+
+
+def test_reading_a_sweep_keeps_one_page_of_runs_alive_at_a_time(store):
+    # The closing reads every run of the sweep: held all at once, 1,000 runs were the driver's largest memory use.
+    uri, client, experiment_id = store
+    parent = client.create_run(experiment_id).info.run_id
+    n = 2 * CHILD_RUNS_PAGE + 1
+    for i in range(n):
+        tags = [RunTag(MLFLOW_PARENT_RUN_ID, parent), RunTag(TRIAL_ID_TAG, f"t{i}")]
+        run_id = client.create_run(experiment_id, tags={t.key: t.value for t in tags}).info.run_id
+        if i % 2:  # every other trial finished; every third stopped early; one failed
+            client.log_batch(run_id, metrics=[Metric(M.PARAMS_TOTAL, 1.0, 0, 0), Metric(M.ACC_MEAN, 50.0, 0, 0)])
+            client.set_terminated(run_id, "FINISHED")
+        if i % 3 == 0:
+            client.set_tag(run_id, STOPPED_TAG, "asha at epoch 1")
+        if i == 4:
+            client.set_terminated(run_id, "FAILED")
+    alive, pages = [], []
+    search_runs = client.search_runs
+
+    def tracked(*args, **kwargs):
+        gc.collect()
+        pages.append(sum(ref() is not None for ref in alive))  # runs of earlier pages still held (the caller's
+        # loop variable holds the last one)
+        page = search_runs(*args, **kwargs)
+        alive.extend(weakref.ref(run) for run in page)
+        return page
+
+    client.search_runs = tracked
+    sweep = read_sweep(client, experiment_id, parent)
+    assert len(pages) == 3 and max(pages) <= 1
+    assert (len(sweep.records), sweep.failed, sweep.stopped) == (n // 2, 1, len(range(0, n, 3)))
+    assert len(sweep.running) == n - n // 2 - 1 and "t0" in sweep.running.values()
 
 
 def test_publishing_tags_exactly_the_front_and_logs_its_files(store):
