@@ -153,21 +153,21 @@ def find_or_create_child(client: MlflowClient, experiment_id: str, parent_run_id
     return with_retries(lookup, f"finding the MLflow run of trial {trial_id}")
 
 
-# Runs per read when a sweep's runs are read in full (the closing, a resumed live page, the report): a run weighs
-# about 250 KB while its page is parsed, so pages of 1,000 made the closing of a 1,000-trial sweep the driver's
-# largest memory use.
+# Runs per read when a sweep's runs are read in full (the closing, a resumed live page, the report): a run took
+# about 250 KB of memory while its page was read (300 runs from a SQLite store), so pages of 1,000 made the closing
+# of a 1,000-trial sweep the driver's largest memory use.
 CHILD_RUNS_PAGE = 100
 
 
-def iter_child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None,
-                    page_size: int = CHILD_RUNS_PAGE) -> Iterator:
+def iter_child_runs(client: MlflowClient, experiment_id: str, parent_run_id: str | None = None) -> Iterator:
     """Every child run of ``parent_run_id`` (or of any sweep in the experiment), read a page at a time."""
     query = f"tags.`{TRIAL_ID_TAG}` != ''"
     if parent_run_id:
         query = f"tags.`{MLFLOW_PARENT_RUN_ID}` = '{parent_run_id}' and " + query
     token = None
     while True:
-        page = client.search_runs([experiment_id], filter_string=query, max_results=page_size, page_token=token)
+        page = client.search_runs([experiment_id], filter_string=query, max_results=CHILD_RUNS_PAGE,
+                                  page_token=token)
         token = page.token
         yield from page
         del page  # not held while the next one is read

@@ -72,4 +72,5 @@ def test_peak_rss_sees_the_largest_resident_set_of_a_running_process_and_when():
     child.wait(timeout=60)
     rss.stop()
     assert rss.peak > 200 * 2**20
+    assert any(at <= started + 1.0 for at, _ in rss.samples)
     assert rss.peak_until(started + 1.0) < 100 * 2**20  # before the allocation
