@@ -29,6 +29,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.optuna import OptunaSearch
 
 from bap import metrics as M
+from bap.engine.cpu_memory import limit_arenas
 from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import (collect_records, finish_sweep, format_table, log_summary, publish_front, read_sweep,
                                 run_record, sweep_note)
@@ -45,6 +46,9 @@ from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
 log = logging.getLogger(__name__)
+# Malloc arenas for the driver's threads (Ray's and Tune's): with glibc's 8 per core its memory grew with every
+# trial of a large sweep (BENCHMARKS.md, large_sweep_real).
+DRIVER_ARENAS = 2
 PUBLISH_EVERY_S = 10.0  # the live front is redrawn at most this often (and always at the end)
 PUBLISH_SHARE = 0.04  # and takes at most this share of the sweep's time (the target is under 5%)
 _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
@@ -443,6 +447,7 @@ def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[
 
 
 def main() -> None:
+    limit_arenas(DRIVER_ARENAS)  # before Ray starts the driver's threads
     # Ray Tune's classic progress table (budget, epoch, val/acc_mean, acc_mean, params_ratio per trial).
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")

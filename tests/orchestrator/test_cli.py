@@ -1,5 +1,6 @@
 import json
 import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from orchestrator import report as report_module
 from orchestrator.cli import rewrite_sweep_args
 from orchestrator.config import plan_sweep
 from orchestrator.config_store import compose_sweep_config
+from orchestrator.sweep import DRIVER_ARENAS
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -150,3 +152,12 @@ def test_a_report_without_an_experiment_or_with_a_sweep_key_exits_2_naming_it(tm
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
+def test_the_sweep_drivers_threads_share_its_few_malloc_arenas():
+    """orchestrator.sweep.main limits glibc's arenas before Ray and Tune start the driver's threads."""
+    script = ("import orchestrator.cli, orchestrator.sweep; from tests.malloc_arenas import arenas_used; "
+              "orchestrator.cli.run_hydra = lambda task: print(arenas_used(threads=8)); orchestrator.sweep.main()")
+    out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert int(out.split()[-1]) <= DRIVER_ARENAS
