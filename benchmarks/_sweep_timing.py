@@ -141,8 +141,9 @@ class SweepTiming:
     parent_created: float  # the sweep's MLflow parent run was created (imports, Hydra, validation done)
     ended: float  # the driver process exited
     spans: tuple[TrialSpan, ...]
-    driver_peak_rss: int = 0  # bytes: the driver process's largest resident set, sampled every RSS_EVERY_S
+    driver_peak_rss: int = 0  # bytes: the driver process's largest resident set, sampled every SAMPLE_EVERY_S
     driver_peak_rss_trials: int = 0  # bytes: the same, until the last trial's run ended (the closing left out)
+    driver_cpu_trials_s: float = 0.0  # the driver's CPU seconds from the first trial's run to the last one's end
     driver_log: str = ""
 
     @property
@@ -182,29 +183,32 @@ def run_sweep_process(overrides: Sequence[str], workdir: Path, env: Optional[Map
     started = time.time()
     driver = Process("sweep", [sys.executable, "-m", "orchestrator.sweep", *overrides], full_env, workdir,
                      workdir / "logs")
-    rss = PeakRss(driver.popen.pid)
+    usage = DriverSamples(driver.popen.pid)
     try:
         code = driver.wait(timeout=timeout_s)
         ended = time.time()
     finally:
-        rss.stop()
+        usage.stop()
         driver.kill()
     if code != 0:
         raise RuntimeError(f"the sweep exited with {code}:\n{driver.tail(40)}")
     parent_created, spans = read_spans(tracking_uri, experiment)
+    first_trial_start = min((span.start for span in spans), default=started)
     last_trial_end = max((span.end for span in spans), default=ended)
-    return SweepTiming(started, parent_created, ended, spans, rss.peak, rss.peak_until(last_trial_end), driver.log())
+    return SweepTiming(started, parent_created, ended, spans, usage.peak, usage.peak_until(last_trial_end),
+                       usage.cpu_between(first_trial_start, last_trial_end), driver.log())
 
 
-RSS_EVERY_S = 0.5
+SAMPLE_EVERY_S = 0.5
 
 
-class PeakRss:
-    """The resident set size of process ``pid`` while it runs, sampled every ``RSS_EVERY_S`` in a thread (the
-    driver's own: Ray's processes that it starts are not counted): its peak, overall or up to a moment."""
+class DriverSamples:
+    """The resident set size and CPU time of process ``pid`` while it runs, sampled every ``SAMPLE_EVERY_S`` in a
+    thread (the driver's own: Ray's processes that it starts are not counted): its peak memory, overall or up to a
+    moment, and the CPU it used between two moments."""
 
     def __init__(self, pid: int) -> None:
-        self.samples: list[tuple[float, int]] = []  # (epoch seconds, bytes)
+        self.samples: list[tuple[float, int, float]] = []  # (epoch seconds, RSS bytes, CPU seconds so far)
         self._process = psutil.Process(pid)
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -212,18 +216,26 @@ class PeakRss:
 
     @property
     def peak(self) -> int:
-        return max((rss for _, rss in self.samples), default=0)
+        return max((rss for _, rss, _ in self.samples), default=0)
 
     def peak_until(self, moment: float) -> int:
-        return max((rss for at, rss in self.samples if at <= moment), default=0)
+        return max((rss for at, rss, _ in self.samples if at <= moment), default=0)
+
+    def cpu_between(self, start: float, end: float) -> float:
+        """CPU seconds from the last sample at or before ``start`` to the last at or before ``end``."""
+        def cpu_at(moment: float) -> float:
+            return max((cpu for at, _, cpu in self.samples if at <= moment), default=0.0)
+        return cpu_at(end) - cpu_at(start)
 
     def _sample(self) -> None:
         while not self._stopped.is_set():
             try:
-                self.samples.append((time.time(), self._process.memory_info().rss))
+                with self._process.oneshot():
+                    times = self._process.cpu_times()
+                    self.samples.append((time.time(), self._process.memory_info().rss, times.user + times.system))
             except psutil.Error:  # exited
                 return
-            self._stopped.wait(RSS_EVERY_S)
+            self._stopped.wait(SAMPLE_EVERY_S)
 
     def stop(self) -> None:
         self._stopped.set()

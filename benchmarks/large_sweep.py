@@ -186,21 +186,23 @@ def measure_real(server_log: Path, url: str, n: int, work: Path, concurrency: in
     return {"N": n, "wall_s": timing.wall_s, "once_s": timing.once_per_sweep_s,
             "overhead_s": per_trial_overhead(timing.wall_s, timing.once_per_sweep_s, [train_s] * n, concurrency),
             "driver_peak_rss_mb": timing.driver_peak_rss / 2**20,
-            "rss_trials_mb": timing.driver_peak_rss_trials / 2**20, "requests_per_trial": requests / n,
+            "rss_trials_mb": timing.driver_peak_rss_trials / 2**20,
+            "driver_cpu_ms_per_trial": 1e3 * timing.driver_cpu_trials_s / n, "requests_per_trial": requests / n,
             "publishes": len(publishes), "publish_s": sum(publishes), "publish_share": sum(publishes) / timing.wall_s}
 
 
-REAL_COLUMNS = ["N", "wall_s", "once_s", "overhead_s", "driver_peak_rss_mb", "rss_trials_mb", "requests_per_trial",
-                "publishes", "publish_s", "publish_share"]
+REAL_COLUMNS = ["N", "wall_s", "once_s", "overhead_s", "driver_peak_rss_mb", "rss_trials_mb",
+                "driver_cpu_ms_per_trial", "requests_per_trial", "publishes", "publish_s", "publish_share"]
 REAL_FORMATS = {"wall_s": ".1f", "once_s": ".1f", "overhead_s": ".2f", "driver_peak_rss_mb": ".0f",
-                "rss_trials_mb": ".0f", "requests_per_trial": ".1f", "publish_s": ".1f", "publish_share": ".3f"}
+                "rss_trials_mb": ".0f", "driver_cpu_ms_per_trial": ".0f", "requests_per_trial": ".1f", "publish_s": ".1f", "publish_share": ".3f"}
 
 
 def real_section(rows: list[dict], info: dict, seconds: float, concurrency: int, train_s: float) -> str:
     first, last = rows[0], rows[-1]
     ratio = last["overhead_s"] / first["overhead_s"]
     growth_mb = last["driver_peak_rss_mb"] - first["driver_peak_rss_mb"]
-    growth = {k: slope(rows, k) for k in ("wall_s", "overhead_s", "driver_peak_rss_mb", "publish_s")}
+    growth = {k: slope(rows, k)
+              for k in ("wall_s", "overhead_s", "driver_peak_rss_mb", "driver_cpu_ms_per_trial", "publish_s")}
     return "\n".join([
         "## Large sweeps of real trials (`benchmarks/large_sweep.py --real-trials`)", "",
         f"{describe_machine(info)}; {seconds:.0f} s.", "",
@@ -213,7 +215,8 @@ def real_section(rows: list[dict], info: dict, seconds: float, concurrency: int,
         "(`(trials at once x (wall - once) - N x training) / N`); `once_s`: driver start to the first trial's run "
         "plus the last run's end to the driver's exit; `driver_peak_rss_mb`: the driver process's largest resident "
         "set (sampled every 0.5 s; Ray's own processes not counted), `rss_trials_mb` the same until the last trial's "
-        "run ended (the closing left out); `requests_per_trial`: requests the server "
+        "run ended (the closing left out); `driver_cpu_ms_per_trial`: the driver's CPU time (all its threads) from "
+        "the first trial's run to the last one's end, per trial; `requests_per_trial`: requests the server "
         "answered (its access log) per trial, the driver's included; `publish_s`: the live page's publishing, "
         "summed from the driver's log.", "",
         markdown_table(rows, REAL_COLUMNS, REAL_FORMATS), "",

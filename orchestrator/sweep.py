@@ -49,6 +49,10 @@ log = logging.getLogger(__name__)
 # Malloc arenas for the driver's threads (Ray's and Tune's): with glibc's 8 per core its memory grew with every
 # trial of a large sweep (BENCHMARKS.md, large_sweep_real).
 DRIVER_ARENAS = 2
+# Tune snapshots the whole sweep's state (every trial's) whenever one trial has checkpointed this many times since
+# the last snapshot. With 1 that is every epoch of every trial, a cost growing with the sweep (BENCHMARKS.md,
+# large_sweep_real); with 2 a trial's newest two checkpoints stay on disk.
+TRIAL_CHECKPOINTS_KEPT = 2
 PUBLISH_EVERY_S = 10.0  # the live front is redrawn at most this often (and always at the end)
 PUBLISH_SHARE = 0.04  # and takes at most this share of the sweep's time (the target is under 5%)
 _TUNE_SIGINT_ENV = "TUNE_DISABLE_SIGINT_HANDLER"
@@ -394,7 +398,7 @@ def _tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callb
         run_config=tune.RunConfig(
             name=os.path.basename(sweep_dir), storage_path=cfg.ray.storage_path, callbacks=callbacks,
             failure_config=tune.FailureConfig(max_failures=cfg.ray.max_failures),
-            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=TRIAL_CHECKPOINTS_KEPT),
             progress_reporter=reporter, verbose=1,
         ),
     )

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from benchmarks._sweep_timing import (BUDGETS, PeakRss, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
+from benchmarks._sweep_timing import (BUDGETS, DriverSamples, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
                                       per_trial_overhead, slot_gaps, sweep_efficiency, sweep_overrides)
 from orchestrator.config import plan_sweep, trial_config
 
@@ -64,13 +64,16 @@ def test_sweep_timing_splits_the_wall_time():
     assert timing.once_per_sweep_s == 22.0
 
 
-def test_peak_rss_sees_the_largest_resident_set_of_a_running_process_and_when():
-    script = "import time; time.sleep(1.5); b = b'x' * (200 * 2**20); time.sleep(2)"
+def test_driver_samples_see_the_largest_resident_set_of_a_running_process_when_and_its_cpu():
+    script = ("import time; time.sleep(1.5); b = b'x' * (200 * 2**20); end = time.process_time() + 1.5\n"
+              "while time.process_time() < end: pass\ntime.sleep(1)")
     child = subprocess.Popen([sys.executable, "-c", script])
     started = time.time()
-    rss = PeakRss(child.pid)
+    usage = DriverSamples(child.pid)
     child.wait(timeout=60)
-    rss.stop()
-    assert rss.peak > 200 * 2**20
-    assert any(at <= started + 1.0 for at, _ in rss.samples)
-    assert rss.peak_until(started + 1.0) < 100 * 2**20  # before the allocation
+    usage.stop()
+    assert usage.peak > 200 * 2**20
+    assert any(at <= started + 1.0 for at, _, _ in usage.samples)
+    assert usage.peak_until(started + 1.0) < 100 * 2**20  # before the allocation
+    assert usage.cpu_between(started, started + 1.0) < 0.5  # asleep
+    assert 1.0 < usage.cpu_between(started, time.time()) < 2.5  # the 1.5 s busy loop, sampled every 0.5 s
