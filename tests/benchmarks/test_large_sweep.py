@@ -2,7 +2,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from benchmarks._sweep_timing import compose
-from benchmarks.large_sweep import REQUEST_LINE, parse_args, real_overrides, server_capacity, slope
+from benchmarks.large_sweep import REQUEST_LINE, measure, parse_args, real_overrides, server_capacity, slope
 from orchestrator.config import plan_sweep
 
 
@@ -50,3 +50,12 @@ def test_bad_arguments_are_refused_before_anything_runs(argv, message, capsys):
 def test_default_and_quick_sizes():
     assert parse_args([]).sizes == [100, 300, 1000]
     assert parse_args(["--quick", "--real-trials"]).sizes == [8, 16]
+
+
+@pytest.mark.slow
+def test_the_driver_side_measurement_of_a_small_sweep_sees_its_completions_publishes_closing_and_report(tmp_path):
+    row = measure(f"sqlite:///{tmp_path / 'mlflow.db'}", 8, tmp_path)
+    assert row["N"] == 8
+    # The first completion publishes the front; the ones within PUBLISH_EVERY_S after it only log the summary.
+    assert row["publishes"] >= 1 and row["completion_ms"] > 0
+    assert row["publish_first_s"] > 0 and row["close_s"] > 0 and row["report_s"] > 0
