@@ -194,7 +194,8 @@ def measure_real(server_log: Path, url: str, n: int, work: Path, concurrency: in
 REAL_COLUMNS = ["N", "wall_s", "once_s", "overhead_s", "driver_peak_rss_mb", "rss_trials_mb",
                 "driver_cpu_ms_per_trial", "requests_per_trial", "publishes", "publish_s", "publish_share"]
 REAL_FORMATS = {"wall_s": ".1f", "once_s": ".1f", "overhead_s": ".2f", "driver_peak_rss_mb": ".0f",
-                "rss_trials_mb": ".0f", "driver_cpu_ms_per_trial": ".0f", "requests_per_trial": ".1f", "publish_s": ".1f", "publish_share": ".3f"}
+                "rss_trials_mb": ".0f", "driver_cpu_ms_per_trial": ".0f", "requests_per_trial": ".1f",
+                "publish_s": ".1f", "publish_share": ".3f"}
 
 
 def real_section(rows: list[dict], info: dict, seconds: float, concurrency: int, train_s: float) -> str:

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from benchmarks._sweep_timing import (BUDGETS, DriverSamples, SweepTiming, TrialSize, TrialSpan, compose, in_trial_overheads,
-                                      per_trial_overhead, slot_gaps, sweep_efficiency, sweep_overrides)
+from benchmarks._sweep_timing import (BUDGETS, DriverSamples, SweepTiming, TrialSize, TrialSpan, compose,
+                                      in_trial_overheads, per_trial_overhead, slot_gaps, sweep_efficiency,
+                                      sweep_overrides)
 from orchestrator.config import plan_sweep, trial_config
 
 SIZE = TrialSize(width=0.125, epochs=2, steps_per_epoch=3, batch_size=8, train_per_class=8, val_per_class=4)
