@@ -15,13 +15,20 @@ from bap.models.registry import list_models
 BUDGET_UNITS = ("params", "switches", "macs")
 # The papers' three names (our pairwise / concave forms), a consensus term, and the D-way products of METHOD 3.
 SHARING_LOSSES = ("int", "union", "jaccard", "consensus", "int_dway", "union_dway", "jaccard_dway")
-# Switches chosen once and never trained (bap.baselines): what a method result is measured against.
-BASELINES = ("random", "random_shared", "magnitude_shared")
+# Switches never trained, chosen by a fixed ranking (bap.baselines): what a method result is measured against.
+# One-shot: cut at beta from the first step. Annealed (gradual pruning, Zhu and Gupta 2017): the same ranking cut at
+# the learned methods' annealed target every step, then fixed, so a learned method and its baseline share a schedule.
+ONE_SHOT_BASELINES = ("random", "random_shared", "magnitude_shared")
+ANNEALED_BASELINES = ("random_shared_annealed", "magnitude_annealed")
+BASELINES = (*ONE_SHOT_BASELINES, *ANNEALED_BASELINES)
 # Values of `sharing.loss` (the sweep's `sharing` axis): `none` is BA² trained jointly.
 SHARING_OPTIONS = ("none", *SHARING_LOSSES, *BASELINES)
 SCHEDULES = ("accumulate", "round_robin")
 DEVICES = ("auto", "cpu", "cuda")
 DATASETS = ("embedded", "decathlon", "imagenet_sketch")
+# The order learned latents start in (bap.budget.order_latents): all equal (Piggyback's init), or every domain's by
+# its input channels' frozen-weight magnitude, so the anneal first drops what magnitude pruning would drop.
+INIT_ORDERS = ("uniform", "magnitude")
 
 
 def _check_choice(field_name: str, value: Any, allowed: tuple) -> None:
@@ -61,11 +68,15 @@ class BudgetConfig:
     threshold: float = 5e-3
     init: float = 1e-2
     # The usage each domain may have anneals from 1 to beta between these fractions of training (ours): every
-    # step keeps each domain's top latents within it, so B_d ends at beta, not below (bap.losses).
+    # step keeps each domain's top latents within it, so B_d ends at beta, not below (bap.budget).
     anneal_start: float = 0.1
     anneal_end: float = 0.6
     # Share of a domain's budget the final projection may turn off before the trial is flagged projection_heavy.
     heavy_projection: float = 0.05
+    # Learned latents start at init + order_spread * rank (rank in [0, 1] by init_order; uniform: all at init).
+    # Adam moves a latent about train.switch_lr a step, so the spread sets how much gradient it takes to reorder.
+    init_order: str = "uniform"
+    order_spread: float = 0.01
 
     def __post_init__(self) -> None:
         if not 0.0 < self.beta <= 1.0:
@@ -82,6 +93,9 @@ class BudgetConfig:
             )
         if not 0.0 <= self.heavy_projection <= 1.0:
             raise ValueError(f"budget.heavy_projection={self.heavy_projection} must be a share in [0, 1], e.g. 0.05")
+        _check_choice("budget.init_order", self.init_order, INIT_ORDERS)
+        if not self.order_spread >= 0:
+            raise ValueError(f"budget.order_spread={self.order_spread} must be >= 0, e.g. 0.01")
 
 
 @dataclass
@@ -132,7 +146,13 @@ class SharingConfig:
 
     @property
     def baseline(self) -> bool:
+        """Switches never trained (one-shot or annealed)."""
         return self.loss in BASELINES
+
+    @property
+    def one_shot(self) -> bool:
+        """Switches fixed at beta from the first step."""
+        return self.loss in ONE_SHOT_BASELINES
 
 
 @dataclass

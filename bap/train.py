@@ -16,7 +16,7 @@ from bap.engine.evaluation import evaluate
 from bap.engine.hooks import CallbackHook, CheckpointHook, CountHook, EvalHook, Hook, LogHook, ProgressHook
 from bap.engine.trainer import Trainer, resolve_device
 from bap.layers import DomainBatchNorm2d
-from bap.losses import project_to_budget, usage_summary
+from bap.budget import project_to_budget, usage_summary
 from bap.models import MultiDomainNet, build_model
 from bap.prune import materialize
 

@@ -1,8 +1,9 @@
 """Pretrained backbones for a sweep, as bytes the driver ships to every worker.
 
 ``model.weights=embedded`` pretrains the backbone on the embedded data's source domain once per
-(backbone, width, image size, seed) and caches it, so the default sweep starts from a real pretrained
-network without any download. A path (``{backbone}`` filled in per backbone) is read on the driver. Either way
+(backbone, width, image size, seed) and caches it, so the default sweep starts from a real pretrained network
+without any download; ``data.seed`` draws both the images and the pretraining's own seed, so one value is one draw
+of data and backbone (METHOD 10). A path (``{backbone}`` filled in per backbone) is read on the driver. Either way
 the bytes travel through Ray's object store: workers on other machines need no copy of the file.
 """
 
@@ -38,7 +39,8 @@ def backbone_weights(plan: SweepPlan) -> dict[str, bytes]:
             if not os.path.isfile(path):
                 log.info("pretraining %s (width %g) on the embedded source domain -> %s", backbone,
                          cfg.model.width, path)
-                pretrain(PretrainConfig(backbone=backbone, width=cfg.model.width, device=cfg.train.device),
+                pretrain(PretrainConfig(backbone=backbone, width=cfg.model.width, device=cfg.train.device,
+                                        seed=cfg.data.seed),
                          build_source(cfg.data), path, progress=True)
         with open(path, "rb") as f:
             blobs[backbone] = f.read()

@@ -57,7 +57,7 @@ class CountHook(Hook):
 
     def after_epoch(self, trainer: "Trainer") -> None:
         from bap.counting import count, reference_counts
-        from bap.losses import project_to_budget
+        from bap.budget import project_to_budget
         from bap.prune import materialize
 
         model = trainer.model

@@ -19,8 +19,9 @@ from bap.data import DomainData, train_batches
 from bap.engine.hooks import Hook
 from bap.engine.optim import domain_optimizer, switch_optimizer
 from bap import metrics as M
-from bap.baselines import baseline_masks
-from bap.losses import budget_target, cost_layout, flat_sharing_loss, select_to_budget, switch_costs, usage_summary
+from bap.baselines import baseline_masks, baseline_scores, magnitude_scores
+from bap.budget import budget_target, order_latents, select_to_budget, switch_costs, usage_summary
+from bap.losses import cost_layout, flat_sharing_loss
 from bap.models.multidomain import MultiDomainNet
 
 
@@ -59,10 +60,8 @@ class Trainer:
         first = next(iter(self.domains.values()))
         self.costs = switch_costs(self.model, cfg.budget.unit, first.input_size)
         self.cost_layout = cost_layout(self.costs, cfg.sharing.normalize) if self.costs else None
-        if cfg.sharing.baseline:
-            # Switches fixed at the budget from the start and never trained; only BN and heads learn.
-            generator = torch.Generator().manual_seed(cfg.train.seed)
-            self.model.set_masks(baseline_masks(self.model, cfg.sharing.loss, cfg.budget.beta, self.costs, generator))
+        if self.costs:
+            self._start_switches()
         # None for a net without switches (model.unswitched=["*"]): BN and heads only, the plain baseline.
         self.switch_optimizer = switch_optimizer(self.model, cfg.train) if self.costs else None
         self.domain_optimizer = domain_optimizer(self.model, cfg.train)
@@ -76,6 +75,19 @@ class Trainer:
         self.last_checkpoint: str | None = None  # set by CheckpointHook
         self._learning_switches: bool | None = None  # what the latents' requires_grad was last set to
 
+    def _start_switches(self) -> None:
+        """A one-shot baseline's masks, fixed at beta from the start; an annealed baseline's ranking, or a learned
+        method's initial order, as the latents' order (the anneal then turns the lowest off first)."""
+        cfg, model = self.cfg, self.model
+        generator = torch.Generator().manual_seed(cfg.train.seed)
+        if cfg.sharing.one_shot:
+            model.set_masks(baseline_masks(model, cfg.sharing.loss, cfg.budget.beta, self.costs, generator))
+        elif cfg.sharing.baseline:
+            order_latents(model, baseline_scores(model, cfg.sharing.loss, generator), cfg.budget.order_spread)
+        elif cfg.budget.init_order == "magnitude":
+            scores = magnitude_scores(model)
+            order_latents(model, {d: scores for d in model.domains}, cfg.budget.order_spread)
+
     # ---- one optimizer step -----------------------------------------------------------------------------------
     @property
     def total_steps(self) -> int:
@@ -84,7 +96,7 @@ class Trainer:
     def budget_target(self, step: int) -> float:
         """The usage every domain may have after ``step`` optimizer steps (annealed from 1 to beta)."""
         b = self.cfg.budget
-        if self.cfg.sharing.baseline:
+        if self.cfg.sharing.one_shot:
             return b.beta
         return budget_target(step, self.total_steps, b.beta, b.anneal_start, b.anneal_end)
 
@@ -95,17 +107,17 @@ class Trainer:
         return s.max_weight / (1.0 + math.exp(-self.sharing_rho))
 
     def switches_fixed(self) -> bool:
-        """Whether the switches are settled: a baseline's always are; learned ones once the budget has annealed
+        """Whether the switches are settled: a one-shot baseline's always are; others once the budget has annealed
         to beta, after which BN and heads fine-tune on the final masks (a mask that still changed every step left
         them chasing a moving target: on the embedded data at beta 0.5 that cost ~20 points of accuracy)."""
-        return self.cfg.sharing.baseline or self.step >= self.cfg.budget.anneal_end * self.total_steps
+        return self.cfg.sharing.one_shot or self.step >= self.cfg.budget.anneal_end * self.total_steps
 
     def run_step(self, batches: Mapping[str, tuple[Tensor, Tensor]]) -> dict[str, float]:
         """One step over ``batches`` (domain -> batch): per domain CE_d, then the sharing term, backward, optimizer
         steps, then every domain's switches re-selected within the step's budget target (until they are fixed)."""
         cfg, model = self.cfg, self.model
         model.train()
-        learning_switches = not self.switches_fixed()
+        learning_switches = not self.switches_fixed() and not cfg.sharing.baseline  # a baseline's ranking is fixed
         if learning_switches is not self._learning_switches:  # once at the start and once when they settle
             for latent in model.switch_parameters():
                 latent.requires_grad_(learning_switches)  # fixed switches: the op skips their gradient

@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 import bap
-from bap.losses import budget_usage, switch_costs
+from bap.budget import budget_usage, switch_costs
 from bap.models.multidomain import MultiDomainNet
 from benchmarks.pruned_inference.settings import Setting
 

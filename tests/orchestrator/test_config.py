@@ -4,7 +4,7 @@ import os
 import pytest
 from hydra.errors import ConfigCompositionException, MissingConfigException
 
-from bap.config import ExperimentConfig
+from bap.config import BASELINES, ExperimentConfig, SharingConfig
 from orchestrator.config import (
     SchedulerConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
 )
@@ -32,14 +32,14 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
     assert compose_sweep_config([]) == cfg
 
 
-def test_study_preset_sweeps_every_method_and_baseline_over_five_seeds():
+def test_study_preset_sweeps_the_default_against_every_baseline_on_one_draw():
     cfg = compose_sweep_config(["preset=study"])
-    assert set(cfg.sharing) == {"none", "int", "union", "jaccard", "consensus", "random", "random_shared",
-                                "magnitude_shared"}
-    assert cfg.budgets == [1.0, 0.75, 0.5, 0.25] and cfg.seeds == [0, 1, 2, 3, 4]
-    assert len(plan_sweep(cfg).trials) == 160
+    assert set(cfg.sharing) == {SharingConfig().loss, "none", *BASELINES}  # annealed magnitude included
+    assert cfg.budgets == [1.0, 0.75, 0.5, 0.25, 0.1] and cfg.seeds == [0, 1, 2, 3]
+    assert len(plan_sweep(cfg).trials) == 140
     smoke = compose_sweep_config(["preset=smoke"])
     assert (cfg.train, cfg.model, cfg.data) == (smoke.train, smoke.model, smoke.data)  # the smoke sweep's trials
+    assert compose_sweep_config(["preset=study", "data.seed=3"]).data.seed == 3  # another draw of data and backbone
 
 
 def test_paper_presets_sweep_the_papers_grid():

@@ -37,3 +37,23 @@ def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monk
     file_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(tmp_path / "{backbone}.pt")))
     (tmp_path / "resnet26.pt").write_bytes(b"bytes as they are")
     assert pretrained.backbone_weights(plan_sweep(file_cfg)) == {"resnet26": b"bytes as they are"}
+
+
+def test_a_data_draw_is_also_the_pretraining_seed(tmp_path, monkeypatch):
+    monkeypatch.setattr(pretrained, "CACHE_DIR", str(tmp_path / "cache"))
+    seeds, real = [], pretrained.pretrain
+
+    def recording(cfg, *args, **kwargs):
+        seeds.append(cfg.seed)
+        return real(cfg, *args, **kwargs)
+
+    monkeypatch.setattr(pretrained, "pretrain", recording)
+    cfg = SweepConfig()
+    blobs = []
+    for draw in (0, 1):
+        cfg = dataclasses.replace(
+            cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
+            data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8, seed=draw),
+            train=dataclasses.replace(cfg.train, device="cpu"))
+        blobs += pretrained.backbone_weights(plan_sweep(cfg)).values()
+    assert seeds == [0, 1] and blobs[0] != blobs[1]

@@ -9,11 +9,11 @@ import torch
 
 from bap import ExperimentConfig, train
 from bap import metrics as M
-from bap.config import BASELINES, SHARING_OPTIONS, BudgetConfig, ModelConfig, SharingConfig, TrainConfig
+from bap.config import BASELINES, ONE_SHOT_BASELINES, SHARING_OPTIONS, BudgetConfig, ModelConfig, SharingConfig, TrainConfig
 from bap.counting import count, reference_counts
 from bap.engine.hooks import CHECKPOINT_NAME, Hook
 from bap.engine.trainer import Trainer
-from bap.losses import project_to_budget, usage_summary
+from bap.budget import project_to_budget, usage_summary
 from bap.prune import materialize
 from bap.train import build_for, finalize
 from tests.bap.helpers import tiny_domain
@@ -194,8 +194,8 @@ def test_heavy_projection_is_reported_and_bn_statistics_are_reestimated(tiny_dom
     assert not torch.equal(bn.running_mean, before)  # re-estimated under the projected masks
 
 
-@pytest.mark.parametrize("baseline", BASELINES)
-def test_baselines_keep_their_switches_and_train_bn_and_heads(tiny_domains, baseline):
+@pytest.mark.parametrize("baseline", ONE_SHOT_BASELINES)
+def test_one_shot_baselines_keep_their_switches_and_train_bn_and_heads(tiny_domains, baseline):
     cfg = config(budget=0.5, sharing=baseline, epochs=1, steps=3)
     trainer = Trainer(build_for(cfg, tiny_domains), tiny_domains, cfg)
     drawn = trainer.model.masks()
