@@ -10,10 +10,11 @@ from bap.io import ModelFileError, load, save
 from bap.models import build_model, list_models
 from bap.pretrain import PretrainConfig, pretrain
 from bap.prune import materialize
+from bap.ladder import train_ladder
 from bap.train import TrainResult, train
 
 __all__ = [
     "BudgetConfig", "Counts", "DataConfig", "ExperimentConfig", "ModelConfig", "PretrainConfig", "SharingConfig",
     "ModelFileError", "TrainConfig", "TrainResult", "build_model", "count", "list_models", "load", "materialize", "metrics",
-    "pretrain", "reference_counts", "save", "train",
+    "pretrain", "reference_counts", "save", "train", "train_ladder",
 ]
