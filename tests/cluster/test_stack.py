@@ -371,7 +371,7 @@ def test_worker_killed_mid_trial_is_retried_from_its_checkpoint(stack, experimen
                                                 f"train.epochs={n_epochs}", *SLOW_EPOCHS], tmp_path)
     # A function trainable trains on only once the driver has taken its last report: epoch 2 in MLflow means
     # Tune holds the checkpoint of epoch 1.
-    wait_until(lambda: any(len(epochs(client, r.info.run_id)) >= 2 for r in children(client, experiment)), 360,
+    wait_until(lambda: any(len(epochs(client, r.info.run_id)) >= 2 for r in children(client, experiment)), 300,
                "the trial's second epoch (and so a Tune checkpoint the driver holds)", processes=(driver,))
     node = wait_until(lambda: stack.node_running("ray::ImplicitFunc"), 30, "the node running the trial")
     survivor = next(w for w in stack.workers if w is not node and w.alive())
