@@ -8,22 +8,18 @@
 ARG PYTHON_VERSION=3.11
 FROM python:${PYTHON_VERSION}-slim-bookworm
 
-# torch and torchvision are pinned together: torchvision must match torch exactly. TORCH_INDEX picks the
-# PyTorch wheel index: "cpu", a CUDA tag that the pinned torch is published for (cu126, cu128, ...), or
-# "pypi" for PyPI's default Linux wheel (CUDA-enabled, larger).
+# Every version comes from constraints.txt, as setup.sh installs them: the versions the tests ran with (README,
+# "Tested versions"). TORCH_INDEX picks the PyTorch wheel index for torch and torchvision: "cpu", a CUDA tag that
+# the pinned torch is published for (cu126, cu128, ...), or "pypi" for PyPI's default Linux wheel (CUDA-enabled,
+# larger; constraints.txt pins its CUDA runtime). A build from another index brings the CUDA runtime its own torch
+# pins, so those lock lines (CUDA_RUNTIME) are left out there; every other version is the same in every image.
 ARG TORCH_INDEX=cpu
-ARG TORCH_VERSION=2.14.1
-ARG TORCHVISION_VERSION=0.29.1
-# The versions tests/cluster runs the stack's commands with (tests/cluster/test_compose.py checks these pins
-# against the test environment). ray[default] brings the dashboard and job API; psycopg2 is MLflow's
-# PostgreSQL driver.
-ARG RAY_VERSION=2.60.0
-ARG MLFLOW_VERSION=3.17.2
-ARG PSYCOPG2_VERSION=2.9.13
+ARG CUDA_RUNTIME='^(nvidia-(?!ml-py)|cuda-|triton==)'
 
 ENV PYTHONUNBUFFERED=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_CONSTRAINT=/etc/bap/constraints.txt \
     RAY_USAGE_STATS_ENABLED=0 \
     BAP_CACHE_DIR=/app/runs/cache
 
@@ -31,13 +27,17 @@ RUN useradd --create-home --uid 1000 bap
 # g++ builds bap's C++ switched conv (bap/layers/native.py); without it training falls back to a slower op.
 RUN apt-get update && apt-get install -y --no-install-recommends g++ && rm -rf /var/lib/apt/lists/*
 
-# Heavy, rarely changing layers first, so editing the project rebuilds only the last ones.
+# Heavy, rarely changing layers first, so editing the project rebuilds only the last ones. PIP_CONSTRAINT makes
+# every pip install below (and in a derived image) use the lock.
+COPY constraints.txt /etc/bap/constraints.txt
 RUN set -eux; \
-    if [ "$TORCH_INDEX" = pypi ]; then index=""; \
-    else index="--index-url https://download.pytorch.org/whl/${TORCH_INDEX}"; fi; \
-    pip install $index "torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"
-RUN pip install "ray[default,tune]==${RAY_VERSION}" "mlflow==${MLFLOW_VERSION}" \
-    "psycopg2-binary==${PSYCOPG2_VERSION}"
+    if [ "$TORCH_INDEX" != pypi ]; then \
+        grep -vP "$CUDA_RUNTIME" /etc/bap/constraints.txt > /tmp/c && mv /tmp/c /etc/bap/constraints.txt; \
+        pip install --no-deps --index-url "https://download.pytorch.org/whl/${TORCH_INDEX}" torch torchvision; \
+    fi; \
+    pip install torch torchvision
+# ray[default] brings the dashboard and job API; psycopg2 is MLflow's PostgreSQL driver.
+RUN pip install "ray[default,tune]" mlflow psycopg2-binary
 
 # The repository's layout is kept: orchestrator/config_store.py finds sweeps/ next to the package source
 # (hence an editable install), and docker/sweep.sh is the sweep service's entry point.

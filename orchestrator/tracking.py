@@ -30,6 +30,7 @@ DIGESTS_TAG = "bap.sweep_digests"
 PARETO_TAG = "pareto_optimal"
 ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
 STOPPED_TAG = "bap.stopped_early"  # on a KILLED run the scheduler stopped: which scheduler, at which epoch
+RESUMED_TAG = "bap.resumed_from_epoch"  # on a trial run: the checkpoint epoch its latest resumed attempt started at
 ERROR_TAG_LIMIT = 5000  # of its text: the first lines say enough
 _PARAM_VALUE_LIMIT = 6000  # MLflow's limit on one param value
 # MLflow's HTTP client retries a refused connection 7 times with exponential backoff before it raises: about

@@ -27,8 +27,8 @@ from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
 from orchestrator.config import SweepConfig, domain_set_name, objectives, trial_config, trial_name
 from orchestrator.mlflow_model import log_pyfunc_model
 from orchestrator.spool import Recorder
-from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, client_for, find_or_create_child, flatten,
-                                   use_fail_fast_http, with_retries)
+from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, RESUMED_TAG, client_for, find_or_create_child,
+                                   flatten, use_fail_fast_http, with_retries)
 
 log = logging.getLogger(__name__)
 
@@ -132,6 +132,7 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     logged = _logged_epochs(recorder)
     state = read_checkpoint(checkpoint_dir) if resume else None
     if state is not None:
+        recorder.set_tags({RESUMED_TAG: int(state["epoch"])})  # what a fault test reads back, not a worker's log
         for entry in state["history"]:  # epochs finished before the crash that MLflow never received
             if int(entry["epoch"]) not in logged:
                 recorder.log_metrics(_numeric(entry), step=int(entry["epoch"]))

@@ -3,14 +3,15 @@ local commands (localstack/) checked against them: what the cluster tests run is
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import stat
 import subprocess
 
-import mlflow
 import pytest
-import ray
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from localstack import COMPOSE_FILE, DOCKERFILE, REPO, MlflowServer, Stack, healthcheck_argv, load_compose
 from localstack.compose import interpolate, service_argv
@@ -134,29 +135,129 @@ def test_sweep_service_runs_the_driver_on_a_cpu_less_node(compose):
     assert "--num-cpus=0 --num-gpus=0" in text and 'python -m orchestrator.sweep "$@"' in text
 
 
-# ---- image and settings ------------------------------------------------------------------------------------------
+# ---- image and settings: one set of versions (constraints.txt) for setup.sh, CI and the image --------------------
+LOCK = REPO / "constraints.txt"
+REFRESH = ("move a version on purpose with `.venv/bin/uv pip compile pyproject.toml --extra dev --universal "
+           "-o constraints.txt --upgrade-package NAME`, then `bash setup.sh` (README, Tested versions)")
+
+
 def dockerfile_args() -> dict[str, str]:
-    return dict(re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.M))
+    return {k: v.strip("'\"") for k, v in re.findall(r"^ARG (\w+)=(\S+)", DOCKERFILE.read_text(), re.M)}
 
 
-def test_dockerfile_pins_what_the_tests_run():
-    args = dockerfile_args()
-    assert args["TORCH_INDEX"] == "cpu"
-    assert (args["TORCH_VERSION"], args["TORCHVISION_VERSION"]) == ("2.14.1", "0.29.1")
-    assert args["RAY_VERSION"] == ray.__version__ and args["MLFLOW_VERSION"] == mlflow.__version__
+def lock_entries() -> dict[str, tuple[Requirement, set[str]]]:
+    """constraints.txt as {name: (pinned requirement, names it is required by)}, from uv's ``# via`` notes."""
+    entries: dict[str, tuple[Requirement, set[str]]] = {}
+    current = None
+    for line in LOCK.read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            requirement = Requirement(line)
+            current = canonicalize_name(requirement.name)
+            assert current not in entries, f"{LOCK.name}: {current} pinned twice"
+            entries[current] = (requirement, set())
+        elif current and line.strip().startswith("#") and line.strip() not in ("# via", "#"):
+            via = line.strip().lstrip("#").strip().removeprefix("via ").split(" (")[0]
+            entries[current][1].add(canonicalize_name(via))
+    return entries
+
+
+def cuda_runtime(entries) -> set[str]:
+    """The lock lines a torch build brings by itself: needed on Linux only, and only through torch."""
+    only_torch = {"torch"}
+    grew = True
+    while grew:
+        found = {n for n, (_, via) in entries.items() if via and via <= only_torch} - only_torch
+        grew = bool(found)
+        only_torch |= found
+    return {n for n in only_torch - {"torch"} if 'sys_platform == "linux"' in str(entries[n][0].marker)}
+
+
+def installed(name: str) -> str | None:
     try:
-        import psycopg2
-    except ImportError:
-        pass
-    else:
-        assert psycopg2.__version__.split()[0] == args["PSYCOPG2_VERSION"]
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def test_the_lock_pins_every_package_exactly_and_the_readme_names_its_versions():
+    entries = lock_entries()
+    loose = [str(r) for r, _ in entries.values() if [s.operator for s in r.specifier] != ["=="]]
+    assert not loose, f"{LOCK.name}: not pinned: {loose}"
+    assert {"torch", "torchvision"} <= set(entries)  # pinned together: torchvision must match torch exactly
+    readme = (REPO / "README.md").read_text()
+    tested = readme[readme.index("### Tested versions"):].split("\n## ", 1)[0]
+    named = dict(re.findall(r"`([\w.-]+)==([^`]+)`", tested))
+    assert {"torch", "torchvision", "ray", "mlflow"} <= set(named)
+    stale = {n: v for n, v in named.items() if str(entries[canonicalize_name(n)][0].specifier) != f"=={v}"}
+    assert not stale, f"README.md, Tested versions: {stale} differ from {LOCK.name}"
+
+
+def test_the_installed_environment_is_the_locked_one():
+    """Every package the project needs, transitively, is pinned in constraints.txt at the installed version."""
+    entries = lock_entries()
+    wrong, missing = [], []
+    seen, todo = set(), [("bap-sweeps", {"dev"})]
+    while todo:
+        name, extras = todo.pop()
+        if (name, frozenset(extras)) in seen:
+            continue
+        seen.add((name, frozenset(extras)))
+        version = installed(name)
+        if version is None:
+            missing.append(f"{name} is not installed")
+            continue
+        if name != "bap-sweeps":
+            if name not in entries:
+                missing.append(f"{name} {version} is installed and needed but {LOCK.name} does not pin it")
+            elif not entries[name][0].specifier.contains(version, prereleases=True):
+                wrong.append(f"{name} {version} is installed, {LOCK.name} pins {entries[name][0].specifier}")
+        for text in importlib.metadata.requires(name) or []:
+            requirement = Requirement(text)
+            if requirement.marker is None or any(requirement.marker.evaluate({"extra": e}) for e in extras or {""}):
+                todo.append((canonicalize_name(requirement.name), set(requirement.extras)))
+    assert not wrong, f"run `bash setup.sh` to install the locked versions, or {REFRESH}:\n" + "\n".join(wrong)
+    assert not missing, f"regenerate {LOCK.name} (README, Tested versions):\n" + "\n".join(missing)
+
+
+def pip_installs(text: str) -> list[str]:
+    """Each ``pip install`` command of a shell script or Dockerfile, continuation lines joined."""
+    return re.findall(r"pip(?:_install\b| install\b)[^;&\n]*", text.replace("\\\n", " "))
+
+
+def test_setup_sh_installs_only_through_the_lock():
+    text = (REPO / "setup.sh").read_text()
+    assert "pip install --quiet -c constraints.txt" in text, "setup.sh: install through constraints.txt"
+    assert "==" not in text, "setup.sh: a version belongs in constraints.txt"
+    assert all(command.startswith("pip_install") for command in pip_installs(text) if "-c constraints" not in command)
+
+
+def test_the_image_installs_only_through_the_lock():
     text = DOCKERFILE.read_text()
+    assert not re.search(r"==\d", text), "Dockerfile: a version belongs in constraints.txt"
+    assert not [k for k in dockerfile_args() if k.endswith("_VERSION") and k != "PYTHON_VERSION"], "Dockerfile"
+    assert "COPY constraints.txt /etc/bap/constraints.txt" in text
+    assert re.search(r"^ +PIP_CONSTRAINT=/etc/bap/constraints.txt \\$", text, re.M)
+    assert text.index("COPY constraints.txt") < re.search(r"^[^#\n]*pip install", text, re.M).start()
+    # Every image, the head's CPU one and the GPU worker's CUDA one, gets the same versions but torch's CUDA
+    # runtime, which a torch build from the PyTorch index pins itself.
+    entries = lock_entries()
+    dropped = {n for n, (r, _) in entries.items() if re.search(dockerfile_args()["CUDA_RUNTIME"], str(r))}
+    assert dropped == cuda_runtime(entries) and "nvidia-ml-py" not in dropped, "Dockerfile: CUDA_RUNTIME"
+    assert dockerfile_args()["TORCH_INDEX"] == "cpu"
     # The repository layout is kept (sweeps/ is found beside the package source), and it runs as non-root.
     assert "WORKDIR /app" in text and "COPY . /app" in text and "pip install -e ." in text
     assert re.search(r"^USER bap$", text, re.M)
     # The C++ switched conv is built into the image, by the user that trains, so no container compiles it again.
     assert re.search(r"apt-get install .*\bg\+\+", text)
     assert text.index("USER bap") < text.index("native.build()")
+
+
+def test_ci_runs_the_readmes_commands_and_starts_only_postgresql():
+    ci = [line for line in (REPO / ".ci" / "run").read_text().splitlines() if line and not line.startswith("#")]
+    readme = (REPO / "README.md").read_text()
+    (test_command,) = set(re.findall(r"^    bash setup.sh && (\.venv/bin/python -m pytest.*)$", readme, re.M))
+    assert ci[-1] == test_command and "bash setup.sh" in ci, ".ci/run: run the README's commands"
+    assert not pip_installs("\n".join(ci)), ".ci/run: installs belong in setup.sh, with constraints.txt"
 
 
 def test_env_example_documents_every_variable_and_holds_no_secret():

@@ -132,6 +132,7 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+@pytest.mark.slow
 def test_mlflow_models_serve_answers_a_batch_of_two_domains(trial, tmp_path):
     uri, client, run_id, bap_path = trial
     port = free_port()

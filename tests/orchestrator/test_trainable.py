@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 import time
 from types import SimpleNamespace
+
+from ray import tune
 
 import bap
 from bap import metrics as M
 from orchestrator import trainable
 from orchestrator.config import MlflowConfig, SchedulerConfig, SweepConfig
 from orchestrator.spool import Recorder
-from orchestrator.tracking import child_runs
+from orchestrator.tracking import RESUMED_TAG, child_runs
 from orchestrator.trainable import record_trial, run_trial, tune_metrics
 
 PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
@@ -60,3 +65,59 @@ def test_a_trial_reports_to_tune_only_what_tunes_parts_read_and_everything_to_ml
     (run,) = child_runs(client, experiment_id, parent)
     logged = set(run.data.metrics)
     assert M.acc_key("letters") in logged and M.PARAMS_TOTAL in logged and len(logged) > 2 * len(allowed)
+
+
+
+class WorkerLost(Exception):
+    """Stands in for the trial's worker dying inside Tune's report (a killed node)."""
+
+
+def attempt(monkeypatch, sweep, experiment_id, parent, tmp_path, restored=None, lose_at_epoch=None):
+    """One attempt of trial t0 through ``run_trial`` as Tune runs it: ``restored`` is the Tune checkpoint the
+    attempt gets (None: a first attempt, or a retry without one); the attempt dies in the report of
+    ``lose_at_epoch``, after Tune kept that epoch's checkpoint. Returns the last checkpoint Tune kept."""
+    kept = []
+
+    def report(metrics, checkpoint=None):
+        if checkpoint is not None:
+            kept.append(tune.Checkpoint.from_directory(
+                shutil.copytree(checkpoint.path, tempfile.mkdtemp(dir=tmp_path), dirs_exist_ok=True)))
+        if metrics.get("epoch") == lose_at_epoch:
+            raise WorkerLost
+
+    monkeypatch.setattr(trainable.tune, "report", report)
+    monkeypatch.setattr(trainable.tune, "get_checkpoint", lambda: restored)
+    monkeypatch.setattr(trainable.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t0"))
+    monkeypatch.setattr(trainable, "use_fail_fast_http", lambda: None)
+    monkeypatch.setattr(trainable, "retain_freed_memory", lambda: None)
+    try:
+        run_trial(PARAMS, sweep=sweep, experiment_id=experiment_id, parent_run_id=parent,
+                  spool_dir=str(tmp_path / "spool"))
+    except WorkerLost:
+        pass
+    return kept[-1] if kept else None
+
+
+def test_a_retried_trial_records_the_epoch_it_resumed_from_and_a_restart_from_scratch_none(store, tmp_path,
+                                                                                          monkeypatch):
+    # tests/cluster's killed-node test reads this tag back (a worker's log line may never reach the driver).
+    uri, client, experiment_id = store
+    parent = client.create_run(experiment_id).info.run_id
+    sweep = SweepConfig(model=TINY.model, data=TINY.data, train=dataclasses.replace(TINY.train, epochs=3),
+                        mlflow=MlflowConfig(tracking_uri=uri))
+
+    def the_run():
+        (run,) = child_runs(client, experiment_id, parent)  # every attempt finds the trial's one run again
+        return run
+
+    checkpoint = attempt(monkeypatch, sweep, experiment_id, parent, tmp_path, lose_at_epoch=2)
+    assert the_run().info.status == "FAILED" and RESUMED_TAG not in the_run().data.tags
+    # A retry that lost the checkpoint restarts from scratch: its epochs are not logged twice, so only the
+    # missing tag tells it from a resume.
+    attempt(monkeypatch, sweep, experiment_id, parent, tmp_path, lose_at_epoch=1)
+    assert RESUMED_TAG not in the_run().data.tags
+
+    attempt(monkeypatch, sweep, experiment_id, parent, tmp_path, restored=checkpoint)
+    run = the_run()
+    assert run.info.status == "FINISHED" and run.data.tags[RESUMED_TAG] == "2"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, M.VAL_ACC_MEAN)] == [1, 2, 3]
