@@ -31,6 +31,7 @@ from benchmarks._common import (
 )
 from orchestrator.pareto import HV_REFERENCE, hypervolume
 from orchestrator.plots import plot_png
+from orchestrator.table import ParetoTable
 from orchestrator.stats import bootstrap_ci, mean_ci
 
 EXPERIMENT = "study"
@@ -265,7 +266,7 @@ def main() -> None:
     copied = copy_models(client, study, args.models_dir)
     print(f"copied {copied} pruned models to {args.models_dir}")
     if not args.quick:
-        plot_png(records, "params", str(REPO_ROOT / FRONT_PLOT))
+        plot_png(ParetoTable(records), "params", str(REPO_ROOT / FRONT_PLOT))
     margins = [d[1] for d in result["hv_diff"].values()]
     section = f"""## Method study: BAP against its baselines, 95% intervals over seeds (`benchmarks/method_study.py`)
 

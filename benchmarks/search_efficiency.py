@@ -34,6 +34,7 @@ from bap import metrics as M
 from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, machine_info,
                                 markdown_table, print_result, write_section)
 from orchestrator.front import run_record, summary_metrics
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import STOPPED_TAG, SWEEP_TAG, child_runs, client_for
 
 LOSSES = "[union,jaccard,consensus,none]"
@@ -103,7 +104,7 @@ def curve(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
         epochs += trial["epochs"]
         if trial["record"][M.PARAMS_TOTAL] is not None:
             finished.append(trial["record"])
-        hv = summary_metrics(finished, failed=0, stopped=0).get(GROUP, 0.0)
+        hv = summary_metrics(ParetoTable(finished), failed=0, stopped=0).get(GROUP, 0.0)
         points.append({"trials": n, "trial_epochs": epochs, "hypervolume": hv})
     return points
 

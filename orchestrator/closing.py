@@ -9,13 +9,13 @@ from orchestrator.config import SweepConfig
 from orchestrator.errors import ClosingSpooled
 from orchestrator.front import collect_records, finish_sweep
 from orchestrator.mlflow_model import register_front_models
-from orchestrator.plots import pareto_table
 from orchestrator.spool import Recorder, sync_spools
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import poll, with_retries
 
 
 def close_sweep(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, parent: Recorder, status: str,
-                errors: dict[str, str], spool_dir: str) -> list[dict]:
+                errors: dict[str, str], spool_dir: str) -> ParetoTable:
     """Replay what trials spooled, then close the sweep (``front.finish_sweep``); returns the final Pareto table.
     When MLflow stays unreachable for ``mlflow.end_wait_s``, leave the closing in the parent's spool and raise
     ``ClosingSpooled``, whose message gives the command that finishes it."""
@@ -31,13 +31,13 @@ def close_sweep(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str
             pass
         else:
             if cfg.model_registry:
-                versions = with_retries(lambda: register_front_models(client, table, cfg.model_registry),
+                versions = with_retries(lambda: register_front_models(client, table.rows, cfg.model_registry),
                                         "registering the front's models", timeout_s=wait_s)
                 print(f"registered {len(versions)} front model(s) as {cfg.model_registry!r} in the Model Registry")
             return table
     parent.finish_sweep(experiment_id, status, errors)
     if not parent.pending():  # the server came back just now and took the closing: read the front it published
-        return pareto_table(collect_records(client, experiment_id, parent_run_id))
+        return ParetoTable(collect_records(client, experiment_id, parent_run_id))
     pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
     raise ClosingSpooled(
         f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "

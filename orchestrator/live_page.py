@@ -10,6 +10,7 @@ from ray import tune
 
 from bap import metrics as M
 from orchestrator.front import log_summary, publish_front, read_sweep, run_record, sweep_note
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import STOPPED_TAG, client_for
 
 log = logging.getLogger(__name__)
@@ -78,10 +79,11 @@ class SweepProgress(tune.Callback):
             self._failed += failed
             self._stopped += stopped
             change(client)
-            log_summary(client, self.parent_run_id, list(self._records.values()), self._failed, self._stopped)
+            table = ParetoTable(self._records.values())  # one table for the summary and, when due, the front
+            log_summary(client, self.parent_run_id, table, self._failed, self._stopped)
             self._dirty = True
             if self.publish_due:
-                self._publish(client)
+                self._publish(client, table)
         self._safely(update)
 
     def _load(self, client) -> None:
@@ -91,12 +93,12 @@ class SweepProgress(tune.Callback):
             self._failed, self._stopped, self._tagged = sweep.failed, sweep.stopped, sweep.tagged
             self._note = sweep_note(client, client.get_run(self.parent_run_id))
 
-    def _publish(self, client=None) -> None:
-        client = client or client_for(self.tracking_uri)
+    def _publish(self, client, table: ParetoTable | None = None) -> None:
         self._load(client)
         start = time.monotonic()
         if self._records:
-            publish_front(client, self.parent_run_id, list(self._records.values()), self._tagged, self._note)
+            table = ParetoTable(self._records.values()) if table is None else table
+            publish_front(client, self.parent_run_id, table, self._tagged, self._note)
         self._dirty = False
         took = time.monotonic() - start
         log.info("live page: the front of %d trial(s) published in %.2f s", len(self._records), took)

@@ -137,7 +137,7 @@ def _model_source(client, run_id: str) -> tuple[str | None, str | None]:
 
 
 def register_front_models(client, table: Sequence[Mapping[str, Any]], name: str) -> list:
-    """Register the model of every front run of ``table`` (``orchestrator.plots.pareto_table`` rows with
+    """Register the model of every front run of ``table`` (``orchestrator.table.ParetoTable.rows`` with
     ``pareto_params``) as a version of ``name``, tagged with its budget, sharing, backbone and domain set; returns
     the new versions. A run registered under ``name`` before is skipped, so a repeated closing adds none."""
     if not client.search_registered_models(filter_string=f"name = '{name}'"):

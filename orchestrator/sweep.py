@@ -129,7 +129,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
 
     table = close_sweep(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
     print(format_table(table))
-    print(f"{len(table)} finished trial(s), {len(failed)} failed; "
+    print(f"{len(table.rows)} finished trial(s), {len(failed)} failed; "
           f"MLflow parent run {parent_run_id} ({status}) in experiment {cfg.experiment!r} at "
           f"{cfg.mlflow.tracking_uri}")
     for r in failed:
@@ -140,7 +140,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
                           f"same arguments plus resume=true (this sweep: resume={sweep_dir})")
     if failed:
         raise TrialsFailed("")
-    return table
+    return table.rows
 
 
 def main() -> None:
