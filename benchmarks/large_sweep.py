@@ -47,6 +47,7 @@ from orchestrator.front import finish_sweep
 from orchestrator.live_page import PUBLISH_EVERY_S, PUBLISH_SHARE, SweepProgress
 from orchestrator.spool import Recorder
 from orchestrator.tracking import SWEEP_TAG, ensure_experiment, find_or_create_child
+from orchestrator.trial_keys import PARAM_KEYS, trial_tags
 
 SECTION = "large_sweep"
 FULL_SIZES, QUICK_SIZES = (100, 300, 1000), (20, 60)
@@ -77,10 +78,11 @@ def record_trials(client: MlflowClient, experiment_id: str, parent: str, n: int,
     for i in range(n):
         run_id = find_or_create_child(client, experiment_id, parent, f"t{i}", f"trial{i}")
         recorder = Recorder(client, run_id, spool)
-        budget = BUDGETS[i % len(BUDGETS)]
-        recorder.log_params({"budget": budget, "sharing": "union", "model.backbone": "resnet26", "train.seed": i})
-        recorder.set_tags({"budget": budget, "sharing": "union", "backbone": "resnet26", "domain_set": "all",
-                           "seed": i})
+        params = {"budget": BUDGETS[i % len(BUDGETS)], "sharing": "union", "backbone": "resnet26", "domains": None,
+                  "seed": i}
+        budget, tags = params["budget"], trial_tags(params)
+        recorder.log_params({**{key: tags[key] for key in PARAM_KEYS}, "model.backbone": "resnet26", "train.seed": i})
+        recorder.set_tags(tags)
         ratio = budget * (0.9 + 0.2 * ((i * 7919) % 100) / 100)
         recorder.log_metrics({M.ACC_MEAN: 40 + 30 * ratio + (i % 13), M.PARAMS_TOTAL: 1e6 * ratio,
                               M.PARAMS_RATIO: ratio, M.MACS_RATIO: ratio, M.BUDGET_MET: 1.0}, step=3)

@@ -31,8 +31,9 @@ from benchmarks._common import (
 )
 from orchestrator.pareto import HV_REFERENCE, hypervolume
 from orchestrator.plots import plot_png
-from orchestrator.table import ParetoTable
 from orchestrator.stats import bootstrap_ci, mean_ci
+from orchestrator.table import ParetoTable
+from orchestrator.trial_keys import BUDGET, METHOD, SEED
 
 EXPERIMENT = "study"
 DEFAULT_METHOD = SharingConfig().loss
@@ -49,12 +50,12 @@ class Study:
     """The study's records as arrays: ``value[key][method][budget]`` is one entry per seed (NaN where missing)."""
 
     def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
-        self.methods = sorted({r["sharing"] for r in records}, key=_method_order)
-        self.budgets = sorted({float(r["budget"]) for r in records}, reverse=True)
-        self.seeds = sorted({int(r["seed"]) for r in records})
+        self.methods = sorted({r[METHOD] for r in records}, key=_method_order)
+        self.budgets = sorted({r[BUDGET] for r in records}, reverse=True)
+        self.seeds = sorted({r[SEED] for r in records})
         self.runs = {}
         for r in records:  # a rerun of the same cell and seed replaces the earlier one
-            self.runs[(r["sharing"], float(r["budget"]), int(r["seed"]))] = r
+            self.runs[(r[METHOD], r[BUDGET], r[SEED])] = r
         self.value = {
             key: {m: {b: np.array([_get(self.runs.get((m, b, s)), key) for s in self.seeds]) for b in self.budgets}
                   for m in self.methods}

@@ -8,7 +8,7 @@ import shlex
 from orchestrator.config import SweepConfig
 from orchestrator.errors import ClosingSpooled
 from orchestrator.front import collect_records, finish_sweep
-from orchestrator.mlflow_model import register_front_models
+from orchestrator.model_registry import register_front_models
 from orchestrator.spool import Recorder, sync_spools
 from orchestrator.table import ParetoTable
 from orchestrator.tracking import poll, with_retries

@@ -23,26 +23,29 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from bap import metrics as M
 from orchestrator.pareto import group_points, hypervolume, pareto_front
 from orchestrator.plots import write_pareto_report
-from orchestrator.table import ParetoTable, front_accuracy, group_key
+from orchestrator.table import ParetoTable, configuration_key, front_accuracy, group_key
 from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, STOPPED_TAG, SWEEP_TAG,
                                    TRIAL_ID_TAG, iter_child_runs)
+from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD, read_trial_keys
 
 FRONT_TABLE = "front.json"  # the front as an MLflow table artifact (``log_table``)
 # The front's columns, in the description and the table artifact.
-FRONT_COLUMNS = ("domain_set", "backbone", "sharing", "budget", "seeds", "acc_mean_mean", "acc_mean_low",
+FRONT_COLUMNS = (DOMAIN_SET, BACKBONE, METHOD, BUDGET, "seeds", "acc_mean_mean", "acc_mean_low",
                  "acc_mean_high", "params_ratio_mean", "macs_ratio_mean")
 
 
+def finished(run: Any) -> bool:
+    """Whether ``run`` is a finished trial's: its final (pruned-model) metrics are in."""
+    return M.PARAMS_TOTAL in run.data.metrics
+
+
 def run_record(run: Any) -> dict[str, Any]:
-    """One trial as a plain record (the keys of ``orchestrator.plots.FIELDS``); None where a metric is missing."""
-    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    """One finished trial as a plain record (the keys of ``orchestrator.plots.FIELDS``); None where a metric is
+    missing."""
+    metrics, tags = run.data.metrics, run.data.tags
     record = {
         "run_id": run.info.run_id,
-        "domain_set": tags.get("domain_set", params.get("domain_set", "all")),
-        "backbone": tags.get("backbone", params.get("model.backbone")),
-        "sharing": tags.get("sharing", params.get("sharing")),
-        "budget": float(tags.get("budget", params.get("budget", "nan"))),
-        "seed": int(tags.get("seed", params.get("train.seed", 0))),
+        **read_trial_keys(tags),
         "status": run.info.status,
         "sweep": tags.get(MLFLOW_PARENT_RUN_ID),  # its sweep's parent run (None: a run of orchestrator.train)
     }
@@ -71,9 +74,9 @@ def read_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str | No
     only a small record of each, never the runs themselves (their params, metrics and tags: 27 KB a run)."""
     sweep = SweepRuns()
     for run in iter_child_runs(client, experiment_id, parent_run_id):
-        record, run_id, tags = run_record(run), run.info.run_id, run.data.tags
-        if record[M.PARAMS_TOTAL] is not None:
-            sweep.records.append(record)
+        run_id, tags = run.info.run_id, run.data.tags
+        if finished(run):
+            sweep.records.append(run_record(run))
         if PARETO_TAG in tags:
             sweep.tagged[run_id] = tags[PARETO_TAG]
         if run.info.status == "RUNNING":
@@ -101,7 +104,7 @@ def summary_metrics(table: ParetoTable, failed: int, stopped: int) -> dict[str, 
             members, front_accuracy, M.PARAMS_RATIO)
         metrics[M.FRONT_SIZE] += len(pareto_front(members, front_accuracy, M.PARAMS_RATIO))
     # Budgets to 2 decimals: a search draws them from a continuous range, and one metric per draw reads as noise.
-    for budget, members in group_points(points, lambda p: round(float(p["budget"]), 2)).items():
+    for budget, members in group_points(points, lambda p: round(float(p[BUDGET]), 2)).items():
         accuracies = [front_accuracy(p) for p in members if front_accuracy(p) is not None]
         if accuracies:
             metrics[M.best_acc_key(f"b{budget:g}")] = max(accuracies)
@@ -138,7 +141,7 @@ def front_rows(table: ParetoTable) -> list[dict]:
     rows: dict[tuple, dict] = {}
     for row in table.rows:
         if row.get("pareto_params"):
-            key = tuple(row[c] for c in ("domain_set", "backbone", "sharing", "budget"))
+            key = configuration_key(row)
             rows.setdefault(key, {c: row.get(c) for c in FRONT_COLUMNS})
     return list(rows.values())
 

@@ -8,8 +8,7 @@ from typing import Callable
 
 from ray import tune
 
-from bap import metrics as M
-from orchestrator.front import log_summary, publish_front, read_sweep, run_record, sweep_note
+from orchestrator.front import finished, log_summary, publish_front, read_sweep, run_record, sweep_note
 from orchestrator.table import ParetoTable
 from orchestrator.tracking import STOPPED_TAG, client_for
 
@@ -60,7 +59,7 @@ class SweepProgress(tune.Callback):
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
         result = trial.last_result or {}
         if result.get("final"):  # else stopped before its final report (a scheduler, Ctrl-C): not a finished trial
-            self._update(lambda client: self._add(run_record(client.get_run(result["mlflow_run_id"]))))
+            self._update(lambda client: self._add(client.get_run(result["mlflow_run_id"])))
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
         self._update(lambda client: None, failed=1)
@@ -69,9 +68,9 @@ class SweepProgress(tune.Callback):
         if self._dirty and self.publish_due:
             self.publish()
 
-    def _add(self, record: dict) -> None:
-        if record[M.PARAMS_TOTAL] is not None:
-            self._records[record["run_id"]] = record
+    def _add(self, run) -> None:
+        if finished(run):
+            self._records[run.info.run_id] = run_record(run)
 
     def _update(self, change: Callable, failed: int = 0, stopped: int = 0) -> None:
         def update(client) -> None:

@@ -17,9 +17,10 @@ from matplotlib.figure import Figure
 from bap import metrics as M
 from orchestrator.pareto import group_points, pareto_front
 from orchestrator.table import ACCURACY, COSTS, ParetoTable, complete, front_accuracy, group_key
+from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD
 
 FIELDS = (
-    "run_id", "domain_set", "backbone", "sharing", "budget",
+    "run_id", DOMAIN_SET, BACKBONE, METHOD, BUDGET,
     M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO,
 )
 COST_LABELS = {  # cost name -> (its name in a title, its axis label)
@@ -43,13 +44,13 @@ def _color(sharing: str) -> str:
 
 def _sharing_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
     """The order of SHARING_COLORS (none, the losses, the baselines), then any other name alphabetically."""
-    names = {str(r["sharing"]) for r in records}
+    names = {str(r[METHOD]) for r in records}
     known = [n for n in SHARING_COLORS if n in names]
     return known + sorted(names - set(known))
 
 
 def _label(record: Mapping[str, Any]) -> str:
-    return f"β={float(record['budget']):g} {record['sharing']}"
+    return f"β={float(record[BUDGET]):g} {record[METHOD]}"
 
 
 def write_csv(table: ParetoTable, path: str) -> str:
@@ -113,10 +114,10 @@ def plot_png(table: ParetoTable, cost: str, path: str) -> str:
     for ax, ((domain_set, backbone), members) in zip(axes, groups.items()):
         several = any(p["seeds"] > 1 for p in members)
         for sharing in _sharing_order(members):
-            pts = [r for r in members if str(r["sharing"]) == sharing]
+            pts = [r for r in members if str(r[METHOD]) == sharing]
             marker = BASELINE_MARKERS.get(sharing, ("o",))[0]
             if several:
-                runs = [r for r in trials[(domain_set, backbone)] if str(r["sharing"]) == sharing]
+                runs = [r for r in trials[(domain_set, backbone)] if str(r[METHOD]) == sharing]
                 ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(sharing),
                            marker=marker, alpha=0.25, zorder=2)
             ax.errorbar([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], xerr=_half_widths(pts, cost_key),
@@ -171,7 +172,7 @@ def plot_html(table: ParetoTable, path: str, include_plotlyjs: Any = True) -> st
         for col, key in enumerate(keys, start=1):
             members = [r for r in groups.get(key, []) if complete(r, cost_key)]
             for sharing in _sharing_order(members):
-                pts = [r for r in members if str(r["sharing"]) == sharing]
+                pts = [r for r in members if str(r[METHOD]) == sharing]
                 bars = {axis: _half_widths(pts, key) for axis, key in (("x", cost_key), ("y", ACCURACY))}
                 fig.add_trace(go.Scatter(
                     x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
@@ -181,7 +182,7 @@ def plot_html(table: ParetoTable, path: str, include_plotlyjs: Any = True) -> st
                                 symbol=BASELINE_MARKERS.get(sharing, ("o", "circle"))[1]),
                     name=f"sharing: {sharing}", legendgroup=sharing,
                     showlegend=sharing not in shown, hovertemplate=hover,
-                    customdata=[[r.get("budget"), sharing, r.get("seeds")] for r in pts],
+                    customdata=[[r.get(BUDGET), sharing, r.get("seeds")] for r in pts],
                 ), row=row, col=col)
                 shown.add(sharing)
             front = pareto_front(members, front_accuracy, cost_key)

@@ -21,7 +21,7 @@ from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
 from orchestrator.errors import UsageError
 from orchestrator.front import format_table, hypervolume_by_sweep, log_summary, publish_front, read_sweep
-from orchestrator.mlflow_model import register_front_models
+from orchestrator.model_registry import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
 from orchestrator.table import ParetoTable
 from orchestrator.tracking import client_for, use_fail_fast_http

@@ -16,10 +16,11 @@ from typing import Any, Dict, Iterable, List, Mapping, Tuple
 from bap import metrics as M
 from orchestrator.pareto import group_points, is_optimal_by_group
 from orchestrator.stats import mean_ci
+from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD
 
 ACCURACY = M.ACC_MEAN
 COSTS = {"params": M.PARAMS_RATIO, "macs": M.MACS_RATIO}  # cost name -> record key; a front per cost
-CONFIGURATION = ("domain_set", "backbone", "sharing", "budget")  # a trial's seeds repeat one configuration
+CONFIGURATION = (DOMAIN_SET, BACKBONE, METHOD, BUDGET)  # a trial's seeds repeat one configuration
 SUMMARISED = (ACCURACY, M.PARAMS_RATIO, M.MACS_RATIO)
 
 
@@ -30,7 +31,7 @@ def front_accuracy(record: Mapping[str, Any]) -> Any:
 
 
 def group_key(record: Mapping[str, Any]) -> Tuple[str, str]:
-    return (str(record["domain_set"]), str(record["backbone"]))
+    return (str(record[DOMAIN_SET]), str(record[BACKBONE]))
 
 
 def complete(record: Mapping[str, Any], cost_key: str) -> bool:

@@ -2,6 +2,8 @@
 
 import socket
 
+from orchestrator.trial_keys import trial_tags
+
 
 def closed_port_uri() -> str:
     with socket.socket() as s:
@@ -32,3 +34,14 @@ SEEDS = [
     # one lucky seed of `none` beats union's mean, but not none's own mean
     *({**record(f"n{s}", 0.5, "none", acc, 0.62), "seed": s} for s, acc in enumerate((95.0, 70.0, 72.0))),
 ]
+
+
+def trial(budget=0.5, method="union", backbone="resnet26", domains=None, seed=0) -> dict:
+    """A trial's Tune params (``orchestrator.config.AXES``)."""
+    return {"budget": budget, "sharing": method, "backbone": backbone, "domains": domains, "seed": seed}
+
+
+def tag_trial(client, run_id: str, **params) -> None:
+    """Tag ``run_id`` as its trial does (``trial_keys.trial_tags`` of ``trial(**params)``)."""
+    for key, value in trial_tags(trial(**params)).items():
+        client.set_tag(run_id, key, str(value))

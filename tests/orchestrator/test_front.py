@@ -16,6 +16,7 @@ from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, form
 from orchestrator.table import ParetoTable
 from orchestrator.tracking import (CHILD_RUNS_PAGE, COMMAND_TAG, ERROR_TAG, PARETO_TAG, STOPPED_TAG, TRIAL_ID_TAG,
                                    find_or_create_child)
+from tests.orchestrator.helpers import tag_trial
 
 
 def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget):
@@ -23,8 +24,7 @@ def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget
     for key, value in ((M.ACC_MEAN, acc), (M.PARAMS_TOTAL, 1000.0 * params_ratio), (M.PARAMS_RATIO, params_ratio),
                        (M.MACS_RATIO, params_ratio)):
         client.log_metric(run_id, key, value)
-    for key, value in (("budget", str(budget)), ("backbone", "resnet26"), ("sharing", "union")):
-        client.set_tag(run_id, key, value)
+    tag_trial(client, run_id, budget=budget)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -49,6 +49,7 @@ def test_reading_a_sweep_keeps_one_page_of_runs_alive_at_a_time(store):
         tags = [RunTag(MLFLOW_PARENT_RUN_ID, parent), RunTag(TRIAL_ID_TAG, f"t{i}")]
         run_id = client.create_run(experiment_id, tags={t.key: t.value for t in tags}).info.run_id
         if i % 2:  # every other trial finished; every third stopped early; one failed
+            tag_trial(client, run_id, seed=i)
             client.log_batch(run_id, metrics=[Metric(M.PARAMS_TOTAL, 1.0, 0, 0), Metric(M.ACC_MEAN, 50.0, 0, 0)])
             client.set_terminated(run_id, "FINISHED")
         if i % 3 == 0:

@@ -9,7 +9,7 @@ from bap import metrics as M
 from benchmarks.large_sweep import PUBLISH_LINE
 from orchestrator.live_page import SweepProgress
 from orchestrator.tracking import PARETO_TAG, STOPPED_TAG, find_or_create_child
-from tests.orchestrator.helpers import closed_port_uri
+from tests.orchestrator.helpers import closed_port_uri, tag_trial
 
 
 def trial(run_id: str | None):
@@ -39,8 +39,7 @@ def test_publishing_waits_for_its_interval_and_happens_on_a_later_step(store, tw
     second = find_or_create_child(client, experiment_id, parent, "t2", "second")
     for key, value in ((M.ACC_MEAN, 70.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
         client.log_metric(second, key, value)
-    for key, value in (("budget", "0.75"), ("sharing", "union"), ("backbone", "resnet26")):
-        client.set_tag(second, key, value)
+    tag_trial(client, second, budget=0.75)
     client.set_terminated(second, "FINISHED")
     progress.on_trial_complete(0, [], trial(second))
     assert client.get_run(parent).data.metrics[M.TRIALS_FINISHED] == 2  # the summary at once

@@ -22,7 +22,8 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 import bap
-from orchestrator.mlflow_model import MODEL_NAME, log_pyfunc_model, register_front_models
+from orchestrator.mlflow_model import MODEL_NAME, log_pyfunc_model
+from orchestrator.model_registry import register_front_models
 from orchestrator.spool import Recorder
 from orchestrator.tracking import ensure_experiment
 from orchestrator.trainable import record_trial
