@@ -183,7 +183,7 @@ def dry_run(cfg: SweepConfig) -> None:
     """Print the trials (a search: its space) and the validation result; local resources stand in for the
     cluster's."""
     from orchestrator.config import objectives, plan_sweep, trial_name
-    from orchestrator.validate import local_resources, validate
+    from orchestrator.validate import known_resources, validate
 
     plan = plan_sweep(cfg)
     if plan.space:
@@ -194,7 +194,7 @@ def dry_run(cfg: SweepConfig) -> None:
             "space": {name: {d.kind: list(d.values)} for name, d in plan.space.items()}}}))
     else:
         print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in plan.trials]}))
-    validate(plan, cluster_resources=None if cfg.ray.address else local_resources())  # run_hydra reports errors
+    validate(plan, cluster_resources=known_resources(cfg))  # run_hydra reports its errors
     if plan.space:
         print(f"ok: a search of {cfg.search.num_samples} trial(s), valid", file=sys.stderr)
     else:

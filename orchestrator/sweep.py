@@ -36,7 +36,7 @@ from orchestrator.tracking import COMMAND_TAG, SWEEP_TAG, client_for, ensure_exp
     use_fail_fast_http
 from orchestrator.trainable import run_trial
 from orchestrator.tuner import build_tuner, fit_environ
-from orchestrator.validate import local_resources, validate
+from orchestrator.validate import check_cluster, known_resources, validate
 
 # Malloc arenas for the driver's threads (Ray's and Tune's): with glibc's 8 per core its memory grew with every
 # trial of a large sweep (BENCHMARKS.md, large_sweep_real).
@@ -66,24 +66,25 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     trials -> the parent FAILED, ``TrialsFailed`` (1); MLflow unreachable at the end -> what is left spooled for
     ``orchestrator.report sync=true``, ``ClosingSpooled`` (3). ``command``, the command line, goes in the sweep's
     description."""
-    resume = resume_target(cfg.resume)
-    raw, plan = cfg, plan_sweep(resolve_paths(cfg))
-    validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
-    check_services(plan.cfg)
-    client = client_for(plan.cfg.mlflow.tracking_uri)
+    resume, resolved = resume_target(cfg.resume), resolve_paths(cfg)
+    if resume:  # the sweep MLflow recorded, its relative paths resolved where it was launched
+        check_services(resolved)
+        found = find_sweep(client_for(resolved.mlflow.tracking_uri), resolved.experiment, resume)
+        resolved = recorded_config(cfg, found)
+    plan = plan_sweep(resolved)  # planned and validated once
+    validate(plan, cluster_resources=known_resources(plan.cfg))
+    cfg = plan.cfg
     if resume:
-        found = find_sweep(client, plan.cfg.experiment, resume)
-        plan = plan_sweep(recorded_config(raw, found))
-        validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
-        check_same_sweep(found.data.params, plan.cfg)
+        check_same_sweep(found.data.params, cfg)
         sweep_dir = found.data.tags[SWEEP_TAG]
         check_restorable(sweep_dir, found)
     else:
-        sweep_dir = new_sweep_dir(plan.cfg)
-    cfg = plan.cfg
+        check_services(cfg)
+        sweep_dir = new_sweep_dir(cfg)
+    client = client_for(cfg.mlflow.tracking_uri)
     weights = backbone_weights(plan)
     start_ray(cfg)
-    validate(plan, cluster_resources=ray.cluster_resources())
+    check_cluster(cfg, ray.cluster_resources())  # a cluster's resources are known once joined
 
     spool_dir = sweep_spool_dir(cfg)
     experiment_id = ensure_experiment(client, cfg.experiment)

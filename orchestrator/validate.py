@@ -35,6 +35,12 @@ def local_resources() -> Dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+def known_resources(cfg: SweepConfig) -> Optional[Dict[str, float]]:
+    """The resources the sweep's Ray will have, if known before it starts: a local Ray's (``local_resources``); a
+    cluster's are known once joined (``check_cluster``)."""
+    return None if cfg.ray.address else local_resources()
+
+
 def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
     for key in ("budgets", "backbones", "sharing", "seeds"):
         values = getattr(cfg, key)
@@ -176,8 +182,12 @@ def _check_ray(cfg: SweepConfig, resources: Optional[Dict[str, float]], errors: 
     if cfg.train.device == "cuda" and ray.gpus_per_trial == 0:
         errors.append("train.device=cuda but ray.gpus_per_trial=0, so trials see no GPU; set ray.gpus_per_trial=1 "
                       "(or a fraction) or train.device=auto")
-    if resources is None:
-        return
+    if resources is not None:
+        _check_fits(cfg, resources, errors)
+
+
+def _check_fits(cfg: SweepConfig, resources: Dict[str, float], errors: List[str]) -> None:
+    ray = cfg.ray
     for key, resource in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
         need, have = getattr(ray, key), float(resources.get(resource, 0.0))
         if need > have:
@@ -294,5 +304,14 @@ def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = No
         _check_trials(plan, errors)
     _check_ray(cfg, cluster_resources, errors)
     _check_scheduler(cfg, errors)
+    if errors:
+        raise SweepConfigError(errors)
+
+
+def check_cluster(cfg: SweepConfig, cluster_resources: Dict[str, float]) -> None:
+    """Raise ``SweepConfigError`` when the joined cluster (``ray.cluster_resources()``) cannot place one trial: the
+    one check of ``validate`` that waits for a cluster's resources."""
+    errors: List[str] = []
+    _check_fits(cfg, cluster_resources, errors)
     if errors:
         raise SweepConfigError(errors)
