@@ -78,7 +78,7 @@ def record_trials(client: MlflowClient, experiment_id: str, parent: str, n: int,
     for i in range(n):
         run_id = find_or_create_child(client, experiment_id, parent, f"t{i}", f"trial{i}")
         recorder = Recorder(client, run_id, spool)
-        params = {"budget": BUDGETS[i % len(BUDGETS)], "sharing": "union", "backbone": "resnet26", "domains": None,
+        params = {"budget": BUDGETS[i % len(BUDGETS)], "method": "union", "backbone": "resnet26", "domains": None,
                   "seed": i}
         budget, tags = params["budget"], trial_tags(params)
         recorder.log_params({**{key: tags[key] for key in PARAM_KEYS}, "model.backbone": "resnet26", "train.seed": i})

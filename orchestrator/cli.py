@@ -25,11 +25,12 @@ from hydra.errors import HydraException
 from orchestrator.config import SweepConfig
 from orchestrator.errors import INVALID_CONFIG, SweepError
 # Renamed keys: the old spelling is still read, with a warning.
-DEPRECATED_KEYS = {"budget.budget": "budget.beta", "tracking_uri": "mlflow.tracking_uri"}
+DEPRECATED_KEYS = {"budget.budget": "budget.beta", "tracking_uri": "mlflow.tracking_uri", "sharing": "methods",
+                   "search.sharing": "search.methods"}
 # orchestrator.report's flags before it took Hydra overrides like every entry point: still read, with a warning.
 DEPRECATED_FLAGS = {"--sync": "sync=true", "--include-heavy": "include_heavy=true"}
 # The list-valued keys of SweepConfig that form the grid.
-SWEEP_AXES = ("budgets", "domain_sets", "backbones", "sharing", "seeds")
+SWEEP_AXES = ("budgets", "domain_sets", "backbones", "methods", "seeds")
 
 _DOMAIN_SETS_FIX = (
     "each domain set is a bracketed list of domain names: domain_sets=[dtd,svhn] for one set of both, "

@@ -1,7 +1,7 @@
 """``python -m orchestrator.train budget=0.5 ...``: one trial without Ray, recorded in MLflow like a sweep's trial.
 
 Same config as ``orchestrator.sweep`` (same presets and keys); the singular ``budget=``, ``seed=`` and the
-``sharing=`` / ``backbones=`` axes must pick exactly one trial. Useful to debug a configuration before a sweep.
+``methods=`` / ``backbones=`` axes must pick exactly one trial. Useful to debug a configuration before a sweep.
 """
 
 from __future__ import annotations

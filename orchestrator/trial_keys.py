@@ -27,7 +27,7 @@ PARAM_KEYS = (BUDGET, METHOD, DOMAIN_SET)
 
 def trial_tags(params: Mapping[str, Any]) -> dict[str, Any]:
     """The trial keys of a trial's Tune params (``config.AXES``), as its run is tagged."""
-    return {BUDGET: params["budget"], METHOD: params["sharing"], BACKBONE: params["backbone"],
+    return {BUDGET: params["budget"], METHOD: params["method"], BACKBONE: params["backbone"],
             DOMAIN_SET: domain_set_name(params["domains"]), SEED: params["seed"]}
 
 

@@ -85,7 +85,7 @@ def build_tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, 
     if resume:
         # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
         return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
-    reporter = tune.CLIReporter(parameter_columns={name: name for name in ("budget", "sharing", *plan.space)},
+    reporter = tune.CLIReporter(parameter_columns={name: name for name in ("budget", "method", *plan.space)},
                                 metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
     return tune.Tuner(
         trainable,

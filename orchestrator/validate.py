@@ -42,7 +42,7 @@ def known_resources(cfg: SweepConfig) -> Optional[Dict[str, float]]:
 
 
 def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
-    for key in ("budgets", "backbones", "sharing", "seeds"):
+    for key in ("budgets", "backbones", "methods", "seeds"):
         values = getattr(cfg, key)
         if values is not None and len(values) == 0:
             errors.append(f"{key}=[] sweeps nothing; give at least one value, or null to use the fixed value")
@@ -54,10 +54,10 @@ def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
     unknown = sorted({b for b in cfg.backbones or [] if b not in list_models()})
     if unknown:
         errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(list_models())}")
-    unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_OPTIONS})
+    unknown = sorted({s for s in cfg.methods or [] if s not in SHARING_OPTIONS})
     if unknown:
         errors.append(
-            f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
+            f"methods has unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
         )
     backbones = cfg.backbones or [cfg.model.backbone]
     if cfg.model.weights == EMBEDDED_WEIGHTS:
@@ -144,11 +144,11 @@ def _check_model(plan: SweepPlan, errors: List[str]) -> None:
 
 
 def _search_corners(plan: SweepPlan) -> List[dict]:
-    """A search's extreme trials: every range at its low end, then at its high end, with each loss."""
+    """A search's extreme trials: every range at its low end, then at its high end, with each method."""
     fixed = {name: values[0] for name, values in plan.axes.items()}
     ranges = {name: d.values for name, d in plan.space.items() if d.kind != "choice"}
-    return [{**fixed, **{name: bounds[end] for name, bounds in ranges.items()}, "sharing": loss}
-            for end in (0, -1) for loss in plan.space["sharing"].values]
+    return [{**fixed, **{name: bounds[end] for name, bounds in ranges.items()}, "method": method}
+            for end in (0, -1) for method in plan.space["method"].values]
 
 
 def _check_trials(plan: SweepPlan, errors: List[str]) -> None:
@@ -257,16 +257,16 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
         if getattr(s, key) is not None:
             fixed = key if key == "sharing_weight" else f"train.{key}"
             _check_range(key, getattr(s, key), None, "sampled log-uniformly", errors, f", or null to keep {fixed}")
-    if s.sharing is not None:  # else the losses are the `sharing` axis, checked with the axes
-        unknown = sorted({loss for loss in s.sharing if loss not in SHARING_OPTIONS})
-        if not s.sharing:
-            errors.append("search.sharing=[] leaves no loss to choose; give at least one, e.g. "
-                          "search.sharing=[union,jaccard], or null for the `sharing` axis")
+    if s.methods is not None:  # else the methods are the `methods` axis, checked with the axes
+        unknown = sorted({method for method in s.methods if method not in SHARING_OPTIONS})
+        if not s.methods:
+            errors.append("search.methods=[] leaves no method to choose; give at least one, e.g. "
+                          "search.methods=[union,jaccard], or null for the `methods` axis")
         elif unknown:
-            errors.append(f"search.sharing has unknown loss(es) {', '.join(map(repr, unknown))}; "
+            errors.append(f"search.methods has unknown method(s) {', '.join(map(repr, unknown))}; "
                           f"known: {', '.join(SHARING_OPTIONS)}")
-        elif len(set(s.sharing)) != len(s.sharing):
-            errors.append(f"search.sharing={list(s.sharing)} repeats a loss; list each loss once")
+        elif len(set(s.methods)) != len(s.methods):
+            errors.append(f"search.methods={list(s.methods)} repeats a method; list each method once")
     for name, key in (("backbone", "backbones"), ("domains", "domain_sets"), ("seed", "seeds")):
         values = plan.axes[name]
         if len(values) > 1:

@@ -38,7 +38,7 @@ SEEDS = [
 
 def trial(budget=0.5, method="union", backbone="resnet26", domains=None, seed=0) -> dict:
     """A trial's Tune params (``orchestrator.config.AXES``)."""
-    return {"budget": budget, "sharing": method, "backbone": backbone, "domains": domains, "seed": seed}
+    return {"budget": budget, "method": method, "backbone": backbone, "domains": domains, "seed": seed}
 
 
 def tag_trial(client, run_id: str, **params) -> None:

@@ -19,7 +19,7 @@ from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
 from orchestrator.trainable import record_trial
 from tests.orchestrator.helpers import closed_port_uri
 
-PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
+PARAMS = {"budget": 0.5, "method": "union", "backbone": "resnet26", "domains": None, "seed": 0}
 
 
 def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(store, tmp_path):

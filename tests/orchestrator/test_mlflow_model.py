@@ -32,7 +32,7 @@ from tests.orchestrator.helpers import closed_port_uri
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAINS = ["digits", "letters"]
-PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": DOMAINS, "seed": 0}
+PARAMS = {"budget": 0.5, "method": "union", "backbone": "resnet26", "domains": DOMAINS, "seed": 0}
 
 
 @pytest.fixture(scope="module")
