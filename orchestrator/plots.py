@@ -10,11 +10,15 @@ from __future__ import annotations
 import csv
 import math
 import os
+from itertools import cycle
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from bap import metrics as M
+from bap.config import BASELINES, SHARING_OPTIONS
 from orchestrator.pareto import group_points, pareto_front
 from orchestrator.table import ACCURACY, COSTS, ParetoTable, complete, front_accuracy, group_key
 from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD
@@ -28,24 +32,31 @@ COST_LABELS = {  # cost name -> (its name in a title, its axis label)
     "macs": ("MACs", "mean MACs per image (ratio to the single-domain backbone, ×)"),
 }
 ACC_LABEL = "mean top-1 accuracy over domains (%)"
-# Fixed colours per sharing loss, so every plot of every sweep reads the same.
-SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c", "consensus": "#9467bd",
-                  "random": "#d62728", "random_shared": "#8c564b", "magnitude_shared": "#e377c2"}
-# Baselines get their own marker shape (matplotlib, plotly), so they read apart from the learned methods at a glance.
-BASELINE_MARKERS = {"random": ("X", "x"), "random_shared": ("^", "triangle-up"), "magnitude_shared": ("s", "square")}
-_EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# One colour per method, in bap.config's order: none grey, then the losses and the baselines from matplotlib's tab20
+# (dark shades first), so every plot of every sweep reads the same and a method bap adds gets its own.
+_NONE_COLOR = "#7f7f7f"
+_TAB20 = [to_hex(c) for c in colormaps["tab20"].colors]
+_PALETTE = [c for c in _TAB20[0::2] + _TAB20[1::2] if c not in (_NONE_COLOR, "#c7c7c7")]  # the greys are none's
+METHOD_COLORS = {"none": _NONE_COLOR, **dict(zip([m for m in SHARING_OPTIONS if m != "none"], cycle(_PALETTE)))}
+# (matplotlib, plotly) marker shapes: circles for the learned methods; each baseline its own, so the baselines read
+# apart at a glance.
+_BASELINE_SHAPES = (("X", "x"), ("^", "triangle-up"), ("s", "square"), ("D", "diamond"), ("v", "triangle-down"),
+                    ("P", "cross"), ("p", "pentagon"), ("*", "star"))
+_CIRCLE = ("o", "circle")
+METHOD_MARKERS = {**{m: _CIRCLE for m in SHARING_OPTIONS}, **dict(zip(BASELINES, cycle(_BASELINE_SHAPES)))}
 
 
-def _color(sharing: str) -> str:
-    if sharing in SHARING_COLORS:
-        return SHARING_COLORS[sharing]
-    return _EXTRA_COLORS[sum(map(ord, str(sharing))) % len(_EXTRA_COLORS)]  # stable across runs, unlike hash()
+def _color(method: str) -> str:
+    """``METHOD_COLORS``; a method bap no longer has (an old run's) gets a palette colour by its name."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _PALETTE[sum(map(ord, method)) % len(_PALETTE)]  # stable across runs, unlike hash()
 
 
-def _sharing_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
-    """The order of SHARING_COLORS (none, the losses, the baselines), then any other name alphabetically."""
+def _method_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    """bap.config's order (none, the losses, the baselines), then any other name alphabetically."""
     names = {str(r[METHOD]) for r in records}
-    known = [n for n in SHARING_COLORS if n in names]
+    known = [n for n in SHARING_OPTIONS if n in names]
     return known + sorted(names - set(known))
 
 
@@ -101,7 +112,7 @@ def _half_widths(points: Sequence[Mapping[str, Any]], key: str) -> Optional[List
 
 def plot_png(table: ParetoTable, cost: str, path: str) -> str:
     """One panel per group: each configuration's mean over its seeds (95% interval bars where there are several)
-    coloured by sharing loss, single trials faint behind them, the front on the means as a labelled staircase."""
+    coloured by method, single trials faint behind them, the front on the means as a labelled staircase."""
     cost_key, (cost_name, cost_label) = COSTS[cost], COST_LABELS[cost]
     trials = group_points([r for r in table.records if complete(r, cost_key)], group_key)
     groups = group_points([p for p in table.configurations if complete(p, cost_key)], group_key)
@@ -113,16 +124,16 @@ def plot_png(table: ParetoTable, cost: str, path: str) -> str:
     fig.suptitle(f"Pareto front: mean accuracy vs {cost_name} (up and left is better)", fontsize=12)
     for ax, ((domain_set, backbone), members) in zip(axes, groups.items()):
         several = any(p["seeds"] > 1 for p in members)
-        for sharing in _sharing_order(members):
-            pts = [r for r in members if str(r[METHOD]) == sharing]
-            marker = BASELINE_MARKERS.get(sharing, ("o",))[0]
+        for method in _method_order(members):
+            pts = [r for r in members if str(r[METHOD]) == method]
+            marker = METHOD_MARKERS.get(method, _CIRCLE)[0]
             if several:
-                runs = [r for r in trials[(domain_set, backbone)] if str(r[METHOD]) == sharing]
-                ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(sharing),
+                runs = [r for r in trials[(domain_set, backbone)] if str(r[METHOD]) == method]
+                ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(method),
                            marker=marker, alpha=0.25, zorder=2)
             ax.errorbar([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], xerr=_half_widths(pts, cost_key),
-                        yerr=_half_widths(pts, ACCURACY), fmt=marker, ms=6, color=_color(sharing), alpha=0.85,
-                        elinewidth=1, capsize=2, label=f"sharing: {sharing}" + (" (mean, 95% CI)" if several else ""),
+                        yerr=_half_widths(pts, ACCURACY), fmt=marker, ms=6, color=_color(method), alpha=0.85,
+                        elinewidth=1, capsize=2, label=f"method: {method}" + (" (mean, 95% CI)" if several else ""),
                         zorder=3)
         front = pareto_front(members, front_accuracy, cost_key)
         ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
@@ -165,26 +176,26 @@ def plot_html(table: ParetoTable, path: str, include_plotlyjs: Any = True) -> st
         subplot_titles=[f"{cost}: {ds} | {bb}" for cost in COSTS for ds, bb in keys],
     )
     shown = set()
-    hover = ("β=%{customdata[0]} sharing=%{customdata[1]}, %{customdata[2]} seed(s)<br>acc_mean=%{y:.2f}% "
+    hover = ("β=%{customdata[0]} method=%{customdata[1]}, %{customdata[2]} seed(s)<br>acc_mean=%{y:.2f}% "
              "(mean)<br>ratio=%{x:.3f} (mean)<extra></extra>")
     for row, (cost, cost_key) in enumerate(COSTS.items(), start=1):
         cost_label = COST_LABELS[cost][1]
         for col, key in enumerate(keys, start=1):
             members = [r for r in groups.get(key, []) if complete(r, cost_key)]
-            for sharing in _sharing_order(members):
-                pts = [r for r in members if str(r[METHOD]) == sharing]
+            for method in _method_order(members):
+                pts = [r for r in members if str(r[METHOD]) == method]
                 bars = {axis: _half_widths(pts, key) for axis, key in (("x", cost_key), ("y", ACCURACY))}
                 fig.add_trace(go.Scatter(
                     x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
                     **{f"error_{axis}": dict(type="data", symmetric=False, array=b[1], arrayminus=b[0], thickness=1)
                        for axis, b in bars.items() if b is not None},
-                    marker=dict(color=_color(sharing), size=9,
-                                symbol=BASELINE_MARKERS.get(sharing, ("o", "circle"))[1]),
-                    name=f"sharing: {sharing}", legendgroup=sharing,
-                    showlegend=sharing not in shown, hovertemplate=hover,
-                    customdata=[[r.get(BUDGET), sharing, r.get("seeds")] for r in pts],
+                    marker=dict(color=_color(method), size=9,
+                                symbol=METHOD_MARKERS.get(method, _CIRCLE)[1]),
+                    name=f"method: {method}", legendgroup=method,
+                    showlegend=method not in shown, hovertemplate=hover,
+                    customdata=[[r.get(BUDGET), method, r.get("seeds")] for r in pts],
                 ), row=row, col=col)
-                shown.add(sharing)
+                shown.add(method)
             front = pareto_front(members, front_accuracy, cost_key)
             fig.add_trace(go.Scatter(
                 x=[r[cost_key] for r in front], y=[r[ACCURACY] for r in front], mode="lines+text",

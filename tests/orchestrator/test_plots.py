@@ -1,6 +1,7 @@
 import csv
 
-from orchestrator.plots import FIELDS, write_pareto_report
+from bap.config import BASELINES, SHARING_LOSSES, SHARING_OPTIONS
+from orchestrator.plots import FIELDS, METHOD_COLORS, METHOD_MARKERS, write_pareto_report
 from orchestrator.table import ParetoTable
 from tests.orchestrator.helpers import RECORDS, SEEDS
 
@@ -33,3 +34,10 @@ def test_report_with_no_completed_trial(tmp_path):
 def test_a_configuration_of_several_seeds_is_drawn_with_its_interval(tmp_path):
     paths = write_pareto_report(ParetoTable(SEEDS), str(tmp_path), include_plotlyjs=False)
     assert "error_y" in (tmp_path / "pareto.html").read_text() and paths["pareto_params.png"]
+
+
+def test_every_method_bap_knows_has_its_own_colour_and_every_baseline_its_own_marker():
+    assert set(METHOD_COLORS) == set(SHARING_OPTIONS) == set(METHOD_MARKERS)
+    assert len(set(METHOD_COLORS.values())) == len(SHARING_OPTIONS)  # the *_dway losses too
+    shapes = [METHOD_MARKERS[b] for b in BASELINES]
+    assert len(set(shapes)) == len(BASELINES) and all(METHOD_MARKERS[m] == ("o", "circle") for m in SHARING_LOSSES)
