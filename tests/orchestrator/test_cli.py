@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from orchestrator import report as report_module
 from orchestrator.cli import rewrite_sweep_args
 from orchestrator.config import plan_sweep
 from orchestrator.config_store import compose_sweep_config
@@ -141,29 +140,6 @@ def test_the_old_name_of_the_methods_axis_is_rewritten_with_a_printed_warning(tm
     assert proc.returncode == 0, proc.stderr
     assert "sharing is deprecated; write methods=none,union" in proc.stderr
     assert [t["method"] for t in json.loads(proc.stdout.splitlines()[0])["trials"]] == ["none", "union"]
-
-
-def test_the_report_reads_hydra_overrides_and_its_old_flags_with_a_warning(monkeypatch):
-    seen = []
-    monkeypatch.setattr(report_module, "report", lambda *args, **kwargs: seen.append((args, kwargs)))
-    argv = list(sys.argv)
-    report_module.main(["experiment=exp", "mlflow.tracking_uri=sqlite:///a.db", "sync=true", "spool_dir=/s"])
-    with pytest.warns(FutureWarning, match="--sync is deprecated; write sync=true"):
-        report_module.main(["experiment=exp", "tracking_uri=sqlite:///a.db", "--sync", "spool_dir=/s"])
-    assert seen == [(("exp", "sqlite:///a.db", True, "/s"), {"include_heavy": False, "model_registry": None})] * 2
-    assert sys.argv == argv  # Hydra parsed the rewritten arguments; the process's own are back
-
-
-@pytest.mark.parametrize("args, message", [
-    ([], "experiment is required: python -m orchestrator.report experiment=NAME"),
-    (["experiment=x", "budgets=0.5"], "Could not override 'budgets'"),  # a sweep key means nothing to a report
-])
-def test_a_report_without_an_experiment_or_with_a_sweep_key_exits_2_naming_it(tmp_path, args, message):
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.report", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
-    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
