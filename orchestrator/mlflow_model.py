@@ -100,8 +100,8 @@ def log_pyfunc_model(recorder: Recorder, bap_path: str) -> str | None:
 
     Then its files reach the run through the spool, as the artifact folder ``MODEL_NAME``. Once replayed they load
     and serve as ``runs:/<run id>/bap_pyfunc`` (the same URI as a logged model's) and
-    ``model_registry.register_front_models`` registers them, but they are no logged model: the run lists none and there is no ``models:/<id>`` URI. A logged
-    model the outage interrupted stays PENDING, never registered."""
+    ``model_registry.register_front_models`` registers them, but they are no logged model: the run lists none and
+    there is no ``models:/<id>`` URI. A logged model the outage interrupted stays PENDING, never registered."""
     directory = os.path.join(os.path.dirname(bap_path), MODEL_NAME)
     save_pyfunc_model(bap_path, directory)
     client, run_id = recorder.client, recorder.run_id
