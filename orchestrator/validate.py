@@ -279,8 +279,8 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
 
 
 def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:
-    """Raise ``SweepConfigError`` (a ``ConfigError``, so a ``ValueError``) listing every problem of the sweep ``plan``; return None if
-    sound.
+    """Raise ``SweepConfigError`` (a ``ConfigError``, so a ``ValueError``) listing every problem of the sweep
+    ``plan``; return None if sound.
 
     ``cluster_resources`` is ``ray.cluster_resources()`` (or ``local_resources()``); None skips the check that
     the cluster can place one trial.

@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from bap.config import ExperimentConfig
 from orchestrator.config import (
-    SchedulerConfig, SearchConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
+    SchedulerConfig, SearchConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config,
+    trial_name,
 )
 from orchestrator.config_store import compose_sweep_config
 

@@ -190,6 +190,7 @@ def test_each_sweeps_hypervolume_is_its_own_fronts_against_the_same_reference():
     second = [dict(_record("c", 70.0, 0.5, 0.5), sweep="s2")]
     rows = {(r["sweep"], r["group"]): r for r in hypervolume_by_sweep(first + second)}
     assert set(rows) == {("s1", "resnet26/all"), ("s2", "resnet26/all")}
-    assert rows["s1", "resnet26/all"]["hypervolume"] == summary_metrics(ParetoTable(first), 0, 0)[M.hypervolume_key("resnet26/all")]
+    own = summary_metrics(ParetoTable(first), 0, 0)[M.hypervolume_key("resnet26/all")]
+    assert rows["s1", "resnet26/all"]["hypervolume"] == own
     assert rows["s2", "resnet26/all"]["hypervolume"] == pytest.approx((1.5 - 0.5) * 70.0)
     assert rows["s1", "resnet26/all"]["trials"] == 2
