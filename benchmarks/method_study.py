@@ -25,6 +25,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from bap import config
 from bap.config import SharingConfig
 from benchmarks._common import (
     REPO_ROOT, add_common_args, describe_machine, git_commit, machine_info, markdown_table, print_result, write_section,
@@ -37,7 +38,7 @@ from orchestrator.trial_keys import BUDGET, METHOD, SEED
 
 EXPERIMENT = "study"
 DEFAULT_METHOD = SharingConfig().loss
-BASELINES = ("none", "random", "random_shared", "magnitude_shared")
+COMPARED_WITH = ("none", *config.BASELINES)  # what a method result is measured against
 CHEAP_BASELINES = ("random_shared", "magnitude_shared")
 PARAMS_MARGIN = 0.10  # the default's union params_ratio at least this far below none's
 EQUAL_PARAMS_POINTS = 3.0  # accuracy above the cheap baselines at equal params_ratio
@@ -85,7 +86,8 @@ class Study:
 
 
 def _method_order(name: str) -> tuple[int, str]:
-    order = ("none", "int", "union", "jaccard", "consensus", "random", "random_shared", "magnitude_shared")
+    """bap.config's order (none, the losses, the baselines), then any other name."""
+    order = config.SHARING_OPTIONS
     return (order.index(name) if name in order else len(order), name)
 
 
@@ -129,7 +131,7 @@ def analyse(study: Study, default: str = DEFAULT_METHOD, resamples: int = 2000) 
         result["hv"][m] = bootstrap_ci(lambda idx, m=m: study.hypervolume(m, idx), n, resamples)
     if default not in study.methods:
         return result
-    baselines = [b for b in BASELINES if b in study.methods]
+    baselines = [b for b in COMPARED_WITH if b in study.methods]
     for b in baselines:
         diff = bootstrap_ci(lambda idx, b=b: study.hypervolume(default, idx) - study.hypervolume(b, idx), n, resamples)
         result["hv_diff"][b] = diff
@@ -168,7 +170,7 @@ def analyse(study: Study, default: str = DEFAULT_METHOD, resamples: int = 2000) 
                                      f"none's, accuracy not significantly lower", p[0] >= PARAMS_MARGIN and a[2] >= 0,
                                      p))
     for m in study.methods:
-        if m in ("random", "random_shared", "magnitude_shared"):
+        if m in config.BASELINES:
             continue
         worst = min((np.nanmin(study.value["budget_usage_min"][m][b]) - b for b in study.budgets if b < 1.0
                      and not np.isnan(study.value["budget_usage_min"][m][b]).all()), default=math.nan)
