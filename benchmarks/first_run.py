@@ -29,6 +29,7 @@ from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, ma
                                 print_result, write_section)
 from orchestrator.front import collect_records
 from orchestrator.tracking import client_for
+from orchestrator.trial_keys import BUDGET
 
 COMMAND = ["-m", "orchestrator.sweep", "budgets=0.25,0.5,1.0"]
 QUICK = ["model.weights=null", "model.width=0.125", "train.epochs=1", "train.steps_per_epoch=2"]
@@ -59,8 +60,8 @@ def run_once(clone: Path, cache: Path, experiment: str, quick: bool) -> dict[str
                            f"{done.stderr[-3000:]}")
     client = client_for(f"sqlite:///{clone}/mlflow.db")
     records = collect_records(client, client.get_experiment_by_name(experiment).experiment_id)
-    front = "; ".join(f"b{r['budget']:g}: {r[M.ACC_MEAN]:.1f}% at {r[M.PARAMS_RATIO]:.2f}x"
-                      for r in sorted(records, key=lambda r: r["budget"]))
+    front = "; ".join(f"b{r[BUDGET]:g}: {r[M.ACC_MEAN]:.1f}% at {r[M.PARAMS_RATIO]:.2f}x"
+                      for r in sorted(records, key=lambda r: r[BUDGET]))
     return {"wall (s)": wall, "pretraining (s)": pretraining_s(done.stdout + done.stderr),
             "trials": len(records), "front (acc_mean at params_ratio)": front}
 

@@ -4,7 +4,7 @@ Against the compose stack's MLflow server over HTTP (SQLite behind it, started b
 
 1. N trial runs are recorded the way trials record themselves (``Recorder``: params, tags, final metrics, finish),
    timed per trial with the number of HTTP requests: the per-trial MLflow cost and the server's request rate;
-2. the driver's live page (``orchestrator.sweep.SweepProgress``) takes the N completions one by one, as Tune's
+2. the driver's live page (``orchestrator.live_page.SweepProgress``) takes the N completions one by one, as Tune's
    event loop calls it: the cost of each completion without a publish (its summary) and of each publish of the
    front, and the driver's memory growth;
 3. the closing (``front.finish_sweep``: one read of the sweep, the final front) and ``orchestrator.report`` in a
@@ -44,9 +44,10 @@ from benchmarks._sweep_timing import (TrialSize, compose, loop_train_times, per_
 from localstack.processes import base_env
 from localstack.stack import Stack
 from orchestrator.front import finish_sweep
+from orchestrator.live_page import PUBLISH_EVERY_S, PUBLISH_SHARE, SweepProgress
 from orchestrator.spool import Recorder
-from orchestrator.sweep import PUBLISH_EVERY_S, PUBLISH_SHARE, SweepProgress
 from orchestrator.tracking import SWEEP_TAG, ensure_experiment, find_or_create_child
+from orchestrator.trial_keys import DRAW_PARAM, PARAM_KEYS, trial_tags
 
 SECTION = "large_sweep"
 FULL_SIZES, QUICK_SIZES = (100, 300, 1000), (20, 60)
@@ -77,10 +78,12 @@ def record_trials(client: MlflowClient, experiment_id: str, parent: str, n: int,
     for i in range(n):
         run_id = find_or_create_child(client, experiment_id, parent, f"t{i}", f"trial{i}")
         recorder = Recorder(client, run_id, spool)
-        budget = BUDGETS[i % len(BUDGETS)]
-        recorder.log_params({"budget": budget, "sharing": "union", "model.backbone": "resnet26", "train.seed": i})
-        recorder.set_tags({"budget": budget, "sharing": "union", "backbone": "resnet26", "domain_set": "all",
-                           "seed": i})
+        params = {"budget": BUDGETS[i % len(BUDGETS)], "method": "union", "backbone": "resnet26", "domains": None,
+                  "seed": i}
+        budget, tags = params["budget"], trial_tags(params)
+        recorder.log_params({**{key: tags[key] for key in PARAM_KEYS}, "model.backbone": "resnet26", "train.seed": i,
+                              DRAW_PARAM: 0})
+        recorder.set_tags(tags)
         ratio = budget * (0.9 + 0.2 * ((i * 7919) % 100) / 100)
         recorder.log_metrics({M.ACC_MEAN: 40 + 30 * ratio + (i % 13), M.PARAMS_TOTAL: 1e6 * ratio,
                               M.PARAMS_RATIO: ratio, M.MACS_RATIO: ratio, M.BUDGET_MET: 1.0}, step=3)
@@ -100,20 +103,19 @@ def measure(url: str, n: int, work: Path) -> dict:
     client = MlflowClient(url)
     experiment_id = ensure_experiment(client, f"large-{n}")
     parent = client.create_run(experiment_id, tags={SWEEP_TAG: f"/runs/large-{n}"}).info.run_id
+    progress = SweepProgress(url, experiment_id, parent, publish_every_s=PUBLISH_EVERY_S)
+    progress.setup()  # Tune's call before any trial event: the one read at the start, of an empty sweep
     with RequestCounter() as requests:
         start = time.perf_counter()
         runs = record_trials(client, experiment_id, parent, n, str(work / f"spool-{n}"))
         record_s = time.perf_counter() - start
         record_requests = requests.count
 
-    progress = SweepProgress(url, experiment_id, parent, publish_every_s=PUBLISH_EVERY_S)
-    progress._safely(progress._load)  # the one read at the start (an empty sweep in a real one)
-    progress._records.clear()
     rss_before = current_rss_bytes()
     summary_s, publish_s, summary_requests = [], [], []
     for run_id in runs:
         with RequestCounter() as requests:
-            due = time.monotonic() >= progress._next_publish
+            due = progress.publish_due
             start = time.perf_counter()
             progress.on_trial_complete(0, [], FakeTrial(run_id))
             took = time.perf_counter() - start
@@ -124,9 +126,8 @@ def measure(url: str, n: int, work: Path) -> dict:
             summary_requests.append(requests.count)
     publish = []
     for _ in range(2):  # the front of all N: first with every trial's tag to write, then as a republish does
-        progress._dirty, progress._next_publish = True, 0.0
         start = time.perf_counter()
-        progress.on_step_end(0, [])
+        progress.publish()
         publish.append(time.perf_counter() - start)
     rss_growth = current_rss_bytes() - rss_before
 

@@ -35,6 +35,8 @@ from benchmarks._common import (
 from orchestrator.pareto import HV_REFERENCE, hypervolume
 from orchestrator.plots import plot_png
 from orchestrator.stats import mean_ci
+from orchestrator.table import ParetoTable
+from orchestrator.trial_keys import BUDGET, DRAW, METHOD, SEED
 
 EXPERIMENT = "study"
 DEFAULT_METHOD = SharingConfig().loss
@@ -55,7 +57,7 @@ class Study:
     def __init__(self, records: Sequence[Mapping[str, Any]]) -> None:
         self.runs: dict[tuple[str, float, Unit], Mapping[str, Any]] = {}
         for r in records:  # a rerun of the same cell and unit replaces the earlier one
-            self.runs[(r["sharing"], float(r["budget"]), (int(r["draw"]), int(r["seed"])))] = r
+            self.runs[(r[METHOD], r[BUDGET], (r[DRAW], r[SEED]))] = r
         order = ("none", *sorted({k[0] for k in self.runs} - {"none", *BASELINES}), *BASELINES)
         self.methods = [m for m in order if any(k[0] == m for k in self.runs)]
         self.budgets = sorted({k[1] for k in self.runs}, reverse=True)
@@ -268,7 +270,7 @@ def main() -> None:
     print(body)
     print(f"copied {copy_models(client, study, args.models_dir)} pruned models to {args.models_dir}")
     if not args.quick:
-        plot_png(records, "params", str(REPO_ROOT / FRONT_PLOT))
+        plot_png(ParetoTable(records), "params", str(REPO_ROOT / FRONT_PLOT))
     margin = hv_margin_low(results["judged"]) if "judged" in results else math.nan
     section = f"""## Method study: the default against every baseline, paired t-intervals over draws and seeds (`benchmarks/method_study.py`)
 

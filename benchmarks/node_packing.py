@@ -280,7 +280,7 @@ run's end to driver exit); overhead = {model.overhead_s:.2f} s per wave of trial
 over {len(points)} sweeps of wall - once - waves x contended trial time against waves: handing a worker its trial,
 checkpoints, Tune reports, MLflow writes over HTTP). Both measured here, on CPU trials.{scaling_text}
 
-Prediction for `preset=vd_resnet26` ({len(preset.budgets)} budgets x {len(preset.sharing)} sharing values x seeds, one GPU a
+Prediction for `preset=vd_resnet26` ({len(preset.budgets)} budgets x {len(preset.methods)} methods x seeds, one GPU a
 trial) on
 {PREDICTED_NODES} one-GPU nodes. **Per-trial GPU time is an assumption, not a measurement** (no GPU here):
 {preset.train.epochs} epochs x {preset.train.steps_per_epoch} steps (`trainer=long`) x {gpu.images_per_step} images

@@ -380,7 +380,7 @@ def main() -> None:
 
 {describe_machine(info)}
 - {trials} trials (budgets {', '.join(a.split('=')[1] for a in overrides[cores] if a.startswith('budgets='))},
-  sharing {plan_sweep(cfg).trials[0]['sharing']}, seed {plan_sweep(cfg).trials[0]['seed']}): ResNet-26 width
+  method {plan_sweep(cfg).trials[0]['method']}, seed {plan_sweep(cfg).trials[0]['seed']}): ResNet-26 width
   {size.width:g}, random init, embedded data ({size.train_per_class} train /
   {size.val_per_class} val images per class), {size.epochs} epochs x {size.steps_per_epoch} steps of
   {size.batch_size} images per domain, CPU. MLflow in a SQLite file, Ray local (`ray.cpus_per_trial=1`: Ray sets

@@ -4,7 +4,7 @@ Runs the product's own sweeps on the method study's trial settings (``sweeps/pre
 data, ResNet-26 at width 0.25, 4 epochs of 25 steps, two trials at a time), one seed per trial so every variant
 trains the same trial the same way and only the choice of trials differs:
 
-- ``grid``: sharing union, jaccard, consensus, none x budgets 1, 0.75, 0.5, 0.25 (16 trials);
+- ``grid``: methods union, jaccard, consensus, none x budgets 1, 0.75, 0.5, 0.25 (16 trials);
 - ``optuna``: ``search=optuna`` over the same losses and budgets in [0.2, 1.0], half the grid's trials, one sweep
   per search seed;
 - each again with ``scheduler=pareto`` (its default grace period and margin).
@@ -34,10 +34,11 @@ from bap import metrics as M
 from benchmarks._common import (REPO_ROOT, add_common_args, describe_machine, machine_info,
                                 markdown_table, print_result, write_section)
 from orchestrator.front import run_record, summary_metrics
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import STOPPED_TAG, SWEEP_TAG, child_runs, client_for
 
 LOSSES = "[union,jaccard,consensus,none]"
-STUDY = ["preset=study", f"sharing={LOSSES}", "seeds=[0]"]
+STUDY = ["preset=study", f"methods={LOSSES}", "seeds=[0]"]
 GRID = [*STUDY, "budgets=[1.0,0.75,0.5,0.25]"]
 GRID_TRIALS = 16
 OPTUNA = [*STUDY, "search=optuna", f"search.num_samples={GRID_TRIALS // 2}", "search.budget=[0.2,1.0]"]
@@ -46,7 +47,7 @@ OPTUNA = [*STUDY, "search=optuna", f"search.num_samples={GRID_TRIALS // 2}", "se
 SEARCHES = {"optuna": OPTUNA, "optuna4": [*OPTUNA, "search.startup_trials=4"]}
 PARETO = ["scheduler=pareto"]
 QUICK = ["model.weights=null", "model.width=0.125", "data.train_per_class=8", "data.val_per_class=4",
-         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=8", "sharing=[union,none]",
+         "train.epochs=2", "train.steps_per_epoch=2", "train.batch_size=8", "methods=[union,none]",
          "budgets=[1.0,0.5]", "search.num_samples=2"]
 GROUP = M.hypervolume_key("resnet26/all")
 HV_TOLERANCE, EPOCH_SAVING, HV_LOSS = 0.01, 0.30, 0.02
@@ -103,7 +104,7 @@ def curve(trials: Sequence[Mapping[str, Any]]) -> list[dict[str, float]]:
         epochs += trial["epochs"]
         if trial["record"][M.PARAMS_TOTAL] is not None:
             finished.append(trial["record"])
-        hv = summary_metrics(finished, failed=0, stopped=0).get(GROUP, 0.0)
+        hv = summary_metrics(ParetoTable(finished), failed=0, stopped=0).get(GROUP, 0.0)
         points.append({"trials": n, "trial_epochs": epochs, "hypervolume": hv})
     return points
 

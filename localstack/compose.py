@@ -2,7 +2,7 @@
 command a local process runs.
 
 Only what must differ between containers on a network and processes on one host is changed, each change named
-in ``Localized.changes`` (tests/cluster/test_compose.py checks that nothing else differs):
+in ``Localized.changes`` (tests/localstack/test_compose.py checks that nothing else differs):
 
 - a listening interface (``--host 0.0.0.0``, ``--dashboard-host=0.0.0.0``) becomes 127.0.0.1;
 - a listening port (``--port=6379``, ``--dashboard-port=8265``, ``--port 5000``) becomes a free port;

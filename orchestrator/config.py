@@ -6,8 +6,8 @@ build it directly. No hydra or ray import here, so the expansion is testable on 
 
 An axis left ``None`` sweeps the single fixed value (``budgets=None`` -> ``[budget.beta]``), so a sweep
 without axes is one trial of the fixed config. Per trial the axis value replaces the fixed one. With
-``search.algorithm=optuna`` a sampler picks the budget and the sharing loss (and, where ranges are given, the
-sharing weight and learning rates) of each trial instead; the plan then holds that space, not a trial list.
+``search.algorithm=optuna`` a sampler picks the budget and the method (and, where ranges are given, the sharing
+weight and learning rates) of each trial instead; the plan then holds that space, not a trial list.
 """
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
-from dataclasses import dataclass, field
+import warnings
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Dict, List, Optional
 from urllib.parse import urlparse
 
@@ -29,7 +30,7 @@ SCHEDULERS = ("none", "asha", "pareto")
 # model.weights=embedded: pretrain each backbone on the embedded source domain (orchestrator.pretrained).
 EMBEDDED_WEIGHTS = "embedded"
 # Trial parameters, in the order plan_sweep() nests them (the last varies fastest).
-AXES = ("backbone", "domains", "sharing", "budget", "seed")
+AXES = ("backbone", "domains", "method", "budget", "seed")
 SEARCH_ALGORITHMS = ("grid", "optuna")
 SAMPLERS = ("tpe", "nsga2")
 # The search's second objective, minimised while acc_mean is maximised: the pruned model's final metrics.
@@ -70,12 +71,16 @@ class SearchConfig:
     cost: str = M.PARAMS_RATIO
     # [low, high] of each trial's budget beta, sampled uniformly; replaces the `budgets` axis.
     budget: List[float] = field(default_factory=lambda: [0.2, 1.0])
-    # The losses to choose from; None: the sweep's `sharing` axis.
-    sharing: Optional[List[str]] = None
+    # The methods to choose from; None: the sweep's `methods` axis.
+    methods: Optional[List[str]] = None
     # [low, high], sampled log-uniformly; None keeps the fixed value (sharing_weight, train.lr, train.switch_lr).
     sharing_weight: Optional[List[float]] = None
     lr: Optional[List[float]] = None
     switch_lr: Optional[List[float]] = None
+    sharing: InitVar[Optional[List[str]]] = None  # the old name of `methods`, read with a DeprecationWarning
+
+    def __post_init__(self, sharing: Optional[List[str]]) -> None:
+        self.methods = _renamed_axis("search.sharing", sharing, "search.methods", self.methods)
 
 
 @dataclass
@@ -137,8 +142,8 @@ class SweepConfig:
     # false: a new sweep; true: the latest unfinished sweep of the experiment; a path: the sweep in that folder.
     resume: Optional[str] = None
 
-    # Fixed values shared by every trial. The sharing-loss *name* is the `sharing` axis (None: bap's default,
-    # union); only its weight is fixed here (a float or "learnable").
+    # Fixed values shared by every trial. The method (`sharing.loss` of each trial) is the `methods` axis (None:
+    # bap's default, union); only the sharing weight is fixed here (a float or "learnable").
     model: ModelConfig = field(default_factory=ModelConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     sharing_weight: Any = SharingConfig().weight
@@ -150,7 +155,8 @@ class SweepConfig:
     # Each entry is one domain set; None (or []) trains on data.domains (None there = every domain).
     domain_sets: Optional[List[List[str]]] = None
     backbones: Optional[List[str]] = None
-    sharing: Optional[List[str]] = None
+    # What each trial trains: a sharing loss, none (BA² alone) or a baseline (bap.config.SHARING_OPTIONS).
+    methods: Optional[List[str]] = None
     seeds: Optional[List[int]] = None
 
     ray: RayConfig = field(default_factory=RayConfig)
@@ -159,6 +165,20 @@ class SweepConfig:
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
     # When set, the front's models are registered under this name, tagged budget, sharing, backbone and domain_set.
     model_registry: Optional[str] = None
+    sharing: InitVar[Optional[List[str]]] = None  # the old name of `methods`, read with a DeprecationWarning
+
+    def __post_init__(self, sharing: Optional[List[str]]) -> None:
+        self.methods = _renamed_axis("sharing", sharing, "methods", self.methods)
+
+
+def _renamed_axis(old: str, old_value: Optional[list], new: str, value: Optional[list]) -> Optional[list]:
+    """``value``, or ``old_value`` given under the key's old name (with a DeprecationWarning)."""
+    if old_value is None:
+        return value
+    if value is not None:
+        raise ValueError(f"{old}={list(old_value)} and {new}={list(value)} are one setting; keep {new}=")
+    warnings.warn(f"{old} is deprecated; write {new}={list(old_value)}", DeprecationWarning, stacklevel=4)
+    return old_value
 
 
 def _axis(values: Optional[list], fixed: Any) -> list:
@@ -170,7 +190,7 @@ def _sweep_axes(cfg: SweepConfig) -> Dict[str, list]:
     return {
         "backbone": _axis(cfg.backbones, cfg.model.backbone),
         "domains": [list(s) for s in cfg.domain_sets] if cfg.domain_sets else [cfg.data.domains],
-        "sharing": _axis(cfg.sharing, SharingConfig().loss),
+        "method": _axis(cfg.methods, SharingConfig().loss),
         "budget": _axis(cfg.budgets, cfg.budget.beta),
         "seed": _axis(cfg.seeds, cfg.train.seed),
     }
@@ -211,15 +231,15 @@ class SweepPlan:
 def plan_sweep(cfg: SweepConfig) -> SweepPlan:
     axes = _sweep_axes(cfg)
     if cfg.search.algorithm == "optuna":
-        space = _search_space(cfg.search, axes["sharing"])
+        space = _search_space(cfg.search, axes["method"])
         return SweepPlan(cfg, {k: v for k, v in axes.items() if k not in space}, [], space)
     trials = [dict(zip(AXES, values)) for values in itertools.product(*(axes[name] for name in AXES))]
     return SweepPlan(cfg, axes, trials)
 
 
-def _search_space(search: SearchConfig, sharing: List[str]) -> Dict[str, Searched]:
+def _search_space(search: SearchConfig, methods: List[str]) -> Dict[str, Searched]:
     space = {"budget": Searched("uniform", tuple(search.budget)),
-             "sharing": Searched("choice", tuple(search.sharing or sharing))}
+             "method": Searched("choice", tuple(search.methods or methods))}
     for name in LOG_UNIFORM:
         if getattr(search, name) is not None:
             space[name] = Searched("loguniform", tuple(getattr(search, name)))
@@ -239,7 +259,7 @@ def trial_config(cfg: SweepConfig, params: Dict[str, Any]) -> ExperimentConfig:
     return ExperimentConfig(
         model=dataclasses.replace(cfg.model, backbone=params["backbone"], weights=weights),
         budget=dataclasses.replace(cfg.budget, beta=params["budget"]),
-        sharing=SharingConfig(loss=params["sharing"], weight=params.get("sharing_weight", cfg.sharing_weight)),
+        sharing=SharingConfig(loss=params["method"], weight=params.get("sharing_weight", cfg.sharing_weight)),
         data=dataclasses.replace(cfg.data, domains=domains),
         train=dataclasses.replace(cfg.train, seed=params["seed"], lr=params.get("lr", cfg.train.lr),
                                   switch_lr=params.get("switch_lr", cfg.train.switch_lr)),
@@ -263,7 +283,7 @@ def trial_name(params: Dict[str, Any]) -> str:
     """Readable: ``resnet26_all_jaccard_b0.5_s0``; the budget to 3 significant digits (a search's 0.43712...
     reads b0.437). Unique within a grid of such budgets; Tune's trial id keeps every trial's folder apart."""
     return (
-        f"{params['backbone']}_{domain_set_name(params['domains'])}_{params['sharing']}"
+        f"{params['backbone']}_{domain_set_name(params['domains'])}_{params['method']}"
         f"_b{params['budget']:.3g}_s{params['seed']}"
     )
 

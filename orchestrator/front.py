@@ -22,26 +22,30 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 
 from bap import metrics as M
 from orchestrator.pareto import group_points, hypervolume, pareto_front
-from orchestrator.plots import configurations, front_accuracy, group_key, pareto_table, write_pareto_report
+from orchestrator.plots import write_pareto_report
+from orchestrator.table import ParetoTable, configuration_key, front_accuracy, group_key
 from orchestrator.tracking import (COMMAND_TAG, ERROR_TAG, ERROR_TAG_LIMIT, PARETO_TAG, STOPPED_TAG, SWEEP_TAG,
                                    TRIAL_ID_TAG, iter_child_runs)
+from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD, read_trial_keys
 
 FRONT_TABLE = "front.json"  # the front as an MLflow table artifact (``log_table``)
 # The front's columns, in the description and the table artifact.
-FRONT_COLUMNS = ("domain_set", "backbone", "sharing", "budget", "seeds", "acc_mean_mean", "acc_mean_low",
+FRONT_COLUMNS = (DOMAIN_SET, BACKBONE, METHOD, BUDGET, "seeds", "acc_mean_mean", "acc_mean_low",
                  "acc_mean_high", "params_ratio_mean", "macs_ratio_mean")
 
 
+def finished(run: Any) -> bool:
+    """Whether ``run`` is a finished trial's: its final (pruned-model) metrics are in."""
+    return M.PARAMS_TOTAL in run.data.metrics
+
+
 def run_record(run: Any) -> dict[str, Any]:
-    """One trial as a plain record (the keys of ``orchestrator.plots.FIELDS``); None where a metric is missing."""
-    metrics, params, tags = run.data.metrics, run.data.params, run.data.tags
+    """One finished trial as a plain record (the keys of ``orchestrator.plots.FIELDS``); None where a metric is
+    missing."""
+    metrics, tags = run.data.metrics, run.data.tags
     record = {
         "run_id": run.info.run_id,
-        "domain_set": tags.get("domain_set", params.get("domain_set", "all")),
-        "backbone": tags.get("backbone", params.get("model.backbone")),
-        "sharing": tags.get("sharing", params.get("sharing")),
-        "budget": float(tags.get("budget", params.get("budget", "nan"))),
-        "seed": int(tags.get("seed", params.get("train.seed", 0))),
+        **read_trial_keys(tags, run.data.params),
         "status": run.info.status,
         "sweep": tags.get(MLFLOW_PARENT_RUN_ID),  # its sweep's parent run (None: a run of orchestrator.train)
     }
@@ -70,9 +74,9 @@ def read_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str | No
     only a small record of each, never the runs themselves (their params, metrics and tags: 27 KB a run)."""
     sweep = SweepRuns()
     for run in iter_child_runs(client, experiment_id, parent_run_id):
-        record, run_id, tags = run_record(run), run.info.run_id, run.data.tags
-        if record[M.PARAMS_TOTAL] is not None:
-            sweep.records.append(record)
+        run_id, tags = run.info.run_id, run.data.tags
+        if finished(run):
+            sweep.records.append(run_record(run))
         if PARETO_TAG in tags:
             sweep.tagged[run_id] = tags[PARETO_TAG]
         if run.info.status == "RUNNING":
@@ -87,12 +91,12 @@ def collect_records(client: MlflowClient, experiment_id: str, parent_run_id: str
     return read_sweep(client, experiment_id, parent_run_id).records
 
 
-def summary_metrics(records: list[dict], failed: int, stopped: int) -> dict[str, float]:
+def summary_metrics(table: ParetoTable, failed: int, stopped: int) -> dict[str, float]:
     """The sweep so far, for its parent run: trials finished, failed and stopped early, the number of configurations
     on the fronts, each group's hypervolume (accuracy vs params_ratio, against ``pareto.HV_REFERENCE``) and the best
     configuration-mean accuracy at each budget (to 2 decimals). Seeds of one configuration count as one point, their mean."""
-    points = configurations(records)
-    metrics = {M.TRIALS_FINISHED: float(len(records)), M.TRIALS_FAILED: float(failed),
+    points = table.configurations
+    metrics = {M.TRIALS_FINISHED: float(len(table.records)), M.TRIALS_FAILED: float(failed),
                M.TRIALS_STOPPED: float(stopped), M.FRONT_SIZE: 0.0}
     for (domain_set, backbone), members in group_points(points, group_key).items():
         # MLflow keys take no "+": dtd+svhn -> dtd.svhn
@@ -100,7 +104,7 @@ def summary_metrics(records: list[dict], failed: int, stopped: int) -> dict[str,
             members, front_accuracy, M.PARAMS_RATIO)
         metrics[M.FRONT_SIZE] += len(pareto_front(members, front_accuracy, M.PARAMS_RATIO))
     # Budgets to 2 decimals: a search draws them from a continuous range, and one metric per draw reads as noise.
-    for budget, members in group_points(points, lambda p: round(float(p["budget"]), 2)).items():
+    for budget, members in group_points(points, lambda p: round(float(p[BUDGET]), 2)).items():
         accuracies = [front_accuracy(p) for p in members if front_accuracy(p) is not None]
         if accuracies:
             metrics[M.best_acc_key(f"b{budget:g}")] = max(accuracies)
@@ -112,18 +116,18 @@ def hypervolume_by_sweep(records: list[dict]) -> list[dict]:
     sweep and group, comparable across the sweeps of an experiment since the reference is fixed."""
     rows = []
     for sweep, members in group_points(records, "sweep").items():
-        metrics = summary_metrics(members, failed=0, stopped=0)
+        metrics = summary_metrics(ParetoTable(members), failed=0, stopped=0)
         prefix = M.hypervolume_key("")
         rows += [{"sweep": sweep, "group": key[len(prefix):], "trials": len(members), "hypervolume": value}
                  for key, value in metrics.items() if key.startswith(prefix)]
     return rows
 
 
-def log_summary(client: MlflowClient, run_id: str, records: list[dict], failed: int, stopped: int) -> None:
+def log_summary(client: MlflowClient, run_id: str, table: ParetoTable, failed: int, stopped: int) -> None:
     """``summary_metrics`` in one request, with the finished-trial count as the step."""
-    now, step = int(time.time() * 1000), len(records)
+    now, step = int(time.time() * 1000), len(table.records)
     client.log_batch(run_id, metrics=[Metric(k, v, now, step)
-                                      for k, v in summary_metrics(records, failed, stopped).items()])
+                                      for k, v in summary_metrics(table, failed, stopped).items()])
 
 
 def _cell(value: Any) -> str:
@@ -132,17 +136,17 @@ def _cell(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
-def front_rows(table: list[dict]) -> list[dict]:
+def front_rows(table: ParetoTable) -> list[dict]:
     """One row per configuration on its group's accuracy-vs-params front (``FRONT_COLUMNS``)."""
     rows: dict[tuple, dict] = {}
-    for row in table:
+    for row in table.rows:
         if row.get("pareto_params"):
-            key = tuple(row[c] for c in ("domain_set", "backbone", "sharing", "budget"))
+            key = configuration_key(row)
             rows.setdefault(key, {c: row.get(c) for c in FRONT_COLUMNS})
     return list(rows.values())
 
 
-def front_markdown(table: list[dict]) -> str:
+def front_markdown(table: ParetoTable) -> str:
     """The front as a markdown table: configuration means with their 95% intervals over seeds."""
     rows = front_rows(table)
     if not rows:
@@ -169,39 +173,37 @@ def _log_front_table(client: MlflowClient, run_id: str, rows: list[dict]) -> Non
         client.log_artifact(run_id, path)
 
 
-def publish_front(client: MlflowClient, run_id: str, records: list[dict], tagged: MutableMapping[str, str] | None = None,
-                  note: str = "") -> list[dict]:
-    """Publish the front of ``records`` to ``run_id``: the plots and CSV, the front table artifact and a description
+def publish_front(client: MlflowClient, run_id: str, table: ParetoTable,
+                  tagged: MutableMapping[str, str] | None = None, note: str = "") -> None:
+    """Publish the front of ``table`` to ``run_id``: the plots and CSV, the front table artifact and a description
     (``note`` above the front's markdown table); tag each trial ``pareto_optimal=true|false``. ``tagged`` (run id ->
     the tag value it has) skips trials whose tag would not change, and is kept up to date."""
-    table = pareto_table(records)
     with tempfile.TemporaryDirectory() as out:
-        for path in write_pareto_report(records, out).values():
+        for path in write_pareto_report(table, out).values():
             client.log_artifact(run_id, path)
     _log_front_table(client, run_id, front_rows(table))
     head = "**The front** (accuracy vs parameters per domain set x backbone; configuration means over seeds):"
     client.set_tag(run_id, MLFLOW_RUN_NOTE, f"{head}\n\n{front_markdown(table)}\n\n{note}".strip())
     tagged = {} if tagged is None else tagged
-    for row in table:
+    for row in table.rows:
         flag = str(bool(row["pareto_params"])).lower()
         if tagged.get(row["run_id"]) != flag:
             client.set_tag(row["run_id"], PARETO_TAG, flag)
             tagged[row["run_id"]] = flag
-    return table
 
 
-def format_table(table: list[dict]) -> str:
+def format_table(table: ParetoTable) -> str:
     """A fixed-width summary: one line per trial, front members starred."""
     head = f"{'':2}{'domain_set':<18}{'backbone':<10}{'sharing':<9}{'budget':>7}{'acc_mean':>10}" \
            f"{'params_ratio':>14}{'macs_ratio':>12}"
     lines = [head, "-" * len(head)]
-    for r in table:
+    for r in table.rows:
         def fmt(v, spec):
             return format(v, spec) if v is not None and not (isinstance(v, float) and math.isnan(v)) else "-"
         lines.append(f"{'*' if r.get('pareto_params') else '':2}{str(r['domain_set'])[:17]:<18}"
                      f"{str(r['backbone']):<10}{str(r['sharing']):<9}{fmt(r['budget'], '>7g')}"
                      f"{fmt(r['acc_mean'], '>10.2f')}{fmt(r['params_ratio'], '>14.3f')}{fmt(r['macs_ratio'], '>12.3f')}")
-    for r in table:
+    for r in table.rows:
         if r.get(M.PROJECTION_HEAVY):
             lines.append(f"! {r['run_id']}: projection_heavy (the final budget projection reshaped it), not on the front")
     lines.append("* on the accuracy-vs-parameters Pareto front of its group (domain set x backbone)")
@@ -228,7 +230,7 @@ def sweep_note(client: MlflowClient, parent: Any) -> str:
 
 
 def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, status: str,
-                 errors: Mapping[str, str] | None = None) -> list[dict]:
+                 errors: Mapping[str, str] | None = None) -> ParetoTable:
     """Close a sweep in a true state: child runs still RUNNING become FAILED with the error when Tune reported
     their trial failed (``errors``: trial id -> error; a worker that died could not say so itself), else KILLED
     (interrupted, or stopped early by the scheduler); the front and the final summary are published to the parent
@@ -242,10 +244,9 @@ def finish_sweep(client: MlflowClient, experiment_id: str, parent_run_id: str, s
             client.set_tag(run_id, ERROR_TAG, error[:ERROR_TAG_LIMIT])
         client.set_terminated(run_id, "KILLED" if error is None else "FAILED")
         sweep.failed += error is not None
-    table = []
+    table = ParetoTable(sweep.records)
     if sweep.records:
-        note = sweep_note(client, client.get_run(parent_run_id))
-        table = publish_front(client, parent_run_id, sweep.records, sweep.tagged, note)
-    log_summary(client, parent_run_id, sweep.records, sweep.failed, sweep.stopped)
+        publish_front(client, parent_run_id, table, sweep.tagged, sweep_note(client, client.get_run(parent_run_id)))
+    log_summary(client, parent_run_id, table, sweep.failed, sweep.stopped)
     client.set_terminated(parent_run_id, status)
     return table

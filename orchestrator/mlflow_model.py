@@ -1,4 +1,5 @@
-"""Every trial's pruned model as an MLflow logged model: a pyfunc serving all its domains, and its registration.
+"""Every trial's pruned model as an MLflow logged model: a pyfunc serving all its domains
+(``orchestrator.model_registry`` registers the front's).
 
 The pyfunc wraps the trial's ``.bap`` file (``bap.save``: weights only, loading it unpickles nothing). Its input is
 a batch of rows ``{"domain": str, "image": C x H x W floats}``: each row names its domain, because one model serves
@@ -19,7 +20,7 @@ import logging
 import os
 import shutil
 from importlib.metadata import version
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 import numpy as np
@@ -45,7 +46,6 @@ SIGNATURE = ModelSignature(
 )
 # The input example shows the format only: a domain's real side is its eval transform's.
 EXAMPLE_SIDE = 32
-REGISTRY_TAGS = ("budget", "sharing", "backbone", "domain_set")
 _REQUIREMENTS = ("mlflow", "torch", "numpy", "pandas", "tqdm")  # what `import bap` and the wrapper import
 
 
@@ -99,9 +99,9 @@ def log_pyfunc_model(recorder: Recorder, bap_path: str) -> str | None:
     model id, or None when MLflow was unreachable.
 
     Then its files reach the run through the spool, as the artifact folder ``MODEL_NAME``. Once replayed they load
-    and serve as ``runs:/<run id>/bap_pyfunc`` (the same URI as a logged model's) and ``register_front_models``
-    registers them, but they are no logged model: the run lists none and there is no ``models:/<id>`` URI. A logged
-    model the outage interrupted stays PENDING, never registered."""
+    and serve as ``runs:/<run id>/bap_pyfunc`` (the same URI as a logged model's) and
+    ``model_registry.register_front_models`` registers them, but they are no logged model: the run lists none and
+    there is no ``models:/<id>`` URI. A logged model the outage interrupted stays PENDING, never registered."""
     directory = os.path.join(os.path.dirname(bap_path), MODEL_NAME)
     save_pyfunc_model(bap_path, directory)
     client, run_id = recorder.client, recorder.run_id
@@ -118,39 +118,3 @@ def log_pyfunc_model(recorder: Recorder, bap_path: str) -> str | None:
         return None
     shutil.rmtree(directory)
     return model_id
-
-
-def _model_source(client, run_id: str) -> tuple[str | None, str | None]:
-    """(source URI, logged model id) of the run's newest READY model, else of its spooled folder; Nones if neither."""
-    run = client.get_run(run_id)
-    models = client.search_logged_models(  # a filter on status matches nothing in MLflow 3.17's SQL store
-        [run.info.experiment_id], filter_string=f"source_run_id = '{run_id}' AND name = '{MODEL_NAME}'",
-        order_by=[{"field_name": "creation_timestamp", "ascending": False}])
-    ready = next((m for m in models if m.status == LoggedModelStatus.READY), None)
-    # Its location, not models:/<id>: MLflow's SQL registry would resolve that through the global tracking URI.
-    if ready is not None:
-        return ready.artifact_location, ready.model_id
-    # The root listing: one of the folder would also look for a logged model of that name, through the global URI.
-    if any(f.path == MODEL_NAME and f.is_dir for f in client.list_artifacts(run_id)):
-        return f"{run.info.artifact_uri}/{MODEL_NAME}", None
-    return None, None
-
-
-def register_front_models(client, table: Sequence[Mapping[str, Any]], name: str) -> list:
-    """Register the model of every front run of ``table`` (``orchestrator.plots.pareto_table`` rows with
-    ``pareto_params``) as a version of ``name``, tagged with its budget, sharing, backbone and domain set; returns
-    the new versions. A run registered under ``name`` before is skipped, so a repeated closing adds none."""
-    if not client.search_registered_models(filter_string=f"name = '{name}'"):
-        client.create_registered_model(name)
-    registered = {v.run_id for v in client.search_model_versions(f"name = '{name}'")}
-    versions = []
-    for row in table:
-        if not row["pareto_params"] or row["run_id"] in registered:
-            continue
-        source, model_id = _model_source(client, row["run_id"])
-        if source is None:
-            log.warning("front run %s has no pyfunc model; not registered under %r", row["run_id"], name)
-            continue
-        versions.append(client.create_model_version(
-            name, source, run_id=row["run_id"], tags={k: str(row[k]) for k in REGISTRY_TAGS}, model_id=model_id))
-    return versions

@@ -1,8 +1,8 @@
-"""Pareto report of a finished sweep: PNGs (params, MACs), an interactive HTML page and a CSV.
+"""Pareto report of a sweep: PNGs (params, MACs), an interactive HTML page and a CSV, drawn from one
+``orchestrator.table.ParetoTable``.
 
-Input is plain trial records (dicts) with the keys in ``FIELDS``; a failed trial may carry None metrics and
-then only appears in the CSV. Fronts are per group (domain set x backbone): costs of different backbones or
-domain sets are not comparable. Costs are ratios to the single-domain backbone, so 1.0 marks its size.
+A failed trial may carry None metrics and then only appears in the CSV. Costs are ratios to the single-domain
+backbone, so 1.0 marks its size.
 """
 
 from __future__ import annotations
@@ -10,126 +10,68 @@ from __future__ import annotations
 import csv
 import math
 import os
+from itertools import cycle
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
+from matplotlib import colormaps
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from bap import metrics as M
-from orchestrator.pareto import group_points, is_optimal_by_group, pareto_front
-from orchestrator.stats import mean_ci
+from bap.config import BASELINES, SHARING_OPTIONS
+from orchestrator.pareto import group_points, pareto_front
+from orchestrator.table import ACCURACY, COSTS, ParetoTable, complete, front_accuracy, group_key
+from orchestrator.trial_keys import BACKBONE, BUDGET, DOMAIN_SET, METHOD
 
 FIELDS = (
-    "run_id", "domain_set", "backbone", "sharing", "budget",
+    "run_id", DOMAIN_SET, BACKBONE, METHOD, BUDGET,
     M.ACC_MEAN, M.PARAMS_TOTAL, M.PARAMS_RATIO, M.MACS_MEAN, M.MACS_RATIO,
 )
-ACCURACY = M.ACC_MEAN
-# cost name -> (record key, axis label)
-COSTS = {
-    "params": (M.PARAMS_RATIO, "parameters (ratio to the single-domain backbone, ×)"),
-    "macs": (M.MACS_RATIO, "mean MACs per image (ratio to the single-domain backbone, ×)"),
+COST_LABELS = {  # cost name -> (its name in a title, its axis label)
+    "params": ("parameters", "parameters (ratio to the single-domain backbone, ×)"),
+    "macs": ("MACs", "mean MACs per image (ratio to the single-domain backbone, ×)"),
 }
-COST_NAMES = {"params": "parameters", "macs": "MACs"}
 ACC_LABEL = "mean top-1 accuracy over domains (%)"
-# Fixed colours per sharing loss, so every plot of every sweep reads the same.
-SHARING_COLORS = {"none": "#7f7f7f", "int": "#1f77b4", "union": "#ff7f0e", "jaccard": "#2ca02c", "consensus": "#9467bd",
-                  "random": "#d62728", "random_shared": "#8c564b", "magnitude_shared": "#e377c2"}
-# Baselines get their own marker shape (matplotlib, plotly), so they read apart from the learned methods at a glance.
-BASELINE_MARKERS = {"random": ("X", "x"), "random_shared": ("^", "triangle-up"), "magnitude_shared": ("s", "square")}
-_EXTRA_COLORS = ("#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22", "#17becf")
+# One colour per method, in bap.config's order: none grey, then the losses and the baselines from matplotlib's tab20
+# (dark shades first), so every plot of every sweep reads the same and a method bap adds gets its own.
+_NONE_COLOR = "#7f7f7f"
+_TAB20 = [to_hex(c) for c in colormaps["tab20"].colors]
+_PALETTE = [c for c in _TAB20[0::2] + _TAB20[1::2] if c not in (_NONE_COLOR, "#c7c7c7")]  # the greys are none's
+METHOD_COLORS = {"none": _NONE_COLOR, **dict(zip([m for m in SHARING_OPTIONS if m != "none"], cycle(_PALETTE)))}
+# (matplotlib, plotly) marker shapes: circles for the learned methods; each baseline its own, so the baselines read
+# apart at a glance.
+_BASELINE_SHAPES = (("X", "x"), ("^", "triangle-up"), ("s", "square"), ("D", "diamond"), ("v", "triangle-down"),
+                    ("P", "cross"), ("p", "pentagon"), ("*", "star"))
+_CIRCLE = ("o", "circle")
+METHOD_MARKERS = {**{m: _CIRCLE for m in SHARING_OPTIONS}, **dict(zip(BASELINES, cycle(_BASELINE_SHAPES)))}
 
 
-def front_accuracy(record: Mapping[str, Any]) -> Any:
-    """Accuracy as the front sees it: None (never optimal) for a trial whose final budget projection was heavy
-    (``projection_heavy``), since its accuracy is not what training produced."""
-    return None if record.get("projection_heavy") else record.get(ACCURACY)
+def _color(method: str) -> str:
+    """``METHOD_COLORS``; a method bap no longer has (an old run's) gets a palette colour by its name."""
+    if method in METHOD_COLORS:
+        return METHOD_COLORS[method]
+    return _PALETTE[sum(map(ord, method)) % len(_PALETTE)]  # stable across runs, unlike hash()
 
 
-def group_key(record: Mapping[str, Any]) -> Tuple[str, str]:
-    return (str(record["domain_set"]), str(record["backbone"]))
-
-
-def _color(sharing: str) -> str:
-    if sharing in SHARING_COLORS:
-        return SHARING_COLORS[sharing]
-    return _EXTRA_COLORS[sum(map(ord, str(sharing))) % len(_EXTRA_COLORS)]  # stable across runs, unlike hash()
-
-
-def _sharing_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
-    """The order of SHARING_COLORS (none, the losses, the baselines), then any other name alphabetically."""
-    names = {str(r["sharing"]) for r in records}
-    known = [n for n in SHARING_COLORS if n in names]
+def _method_order(records: Sequence[Mapping[str, Any]]) -> List[str]:
+    """bap.config's order (none, the losses, the baselines), then any other name alphabetically."""
+    names = {str(r[METHOD]) for r in records}
+    known = [n for n in SHARING_OPTIONS if n in names]
     return known + sorted(names - set(known))
 
 
-def _complete(record: Mapping[str, Any], cost_key: str) -> bool:
-    values = (record.get(ACCURACY), record.get(cost_key))
-    return all(v is not None and not math.isnan(float(v)) for v in values)
-
-
 def _label(record: Mapping[str, Any]) -> str:
-    return f"β={float(record['budget']):g} {record['sharing']}"
+    return f"β={float(record[BUDGET]):g} {record[METHOD]}"
 
 
-CONFIGURATION = ("domain_set", "backbone", "sharing", "budget")  # a trial's seeds repeat one configuration
-SUMMARISED = (ACCURACY, M.PARAMS_RATIO, M.MACS_RATIO)
-
-
-def configurations(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """One point per configuration (all but the seed): the mean over its complete trials of accuracy and costs,
-    ``<key>_low`` / ``<key>_high`` their 95% t-interval (None from a single seed), ``seeds`` the count; fronts are
-    drawn on these means, since one seed is one draw of a noisy result."""
-    grouped = group_points(records, lambda r: tuple(r[k] for k in CONFIGURATION))
-    points = []
-    for key, members in grouped.items():
-        done = [r for r in members if _complete(r, M.PARAMS_RATIO)]
-        point: Dict[str, Any] = dict(zip(CONFIGURATION, key), seeds=len(done),
-                                     projection_heavy=any(r.get("projection_heavy") for r in members))
-        for name in SUMMARISED:
-            values = [float(r[name]) for r in done if r.get(name) is not None]
-            mean, low, high = mean_ci(values) if values else (None, None, None)
-            point[name] = mean
-            point[f"{name}_low"], point[f"{name}_high"] = (low, high) if len(values) > 1 else (None, None)
-        points.append(point)
-    return points
-
-
-def _configuration_key(record: Mapping[str, Any]) -> tuple:
-    return tuple(record[k] for k in CONFIGURATION)
-
-
-def pareto_table(records: Sequence[Mapping[str, Any]]) -> List[Dict[str, Any]]:
-    """Records with ``pareto_params`` / ``pareto_macs`` flags (their configuration's mean is on its group's front),
-    its configuration's ``seeds`` and mean and 95% interval columns, sorted by group, params ratio, run id."""
-    points = configurations(records)
-    by_key = {_configuration_key(p): p for p in points}
-    rows = []
-    for record in records:
-        point = by_key[_configuration_key(record)]
-        row = dict(record, seeds=point["seeds"])
-        for name in SUMMARISED:
-            row[f"{name}_mean"], row[f"{name}_low"], row[f"{name}_high"] = (
-                point[name], point[f"{name}_low"], point[f"{name}_high"])
-        rows.append(row)
-    for cost, (key, _) in COSTS.items():
-        flags = dict(zip((_configuration_key(p) for p in points),
-                         is_optimal_by_group(points, group_key, front_accuracy, key)))
-        for row in rows:
-            row[f"pareto_{cost}"] = flags[_configuration_key(row)] and _complete(row, key)
-    missing = math.inf
-    rows.sort(key=lambda r: (group_key(r), r.get(M.PARAMS_RATIO) if r.get(M.PARAMS_RATIO) is not None else missing,
-                             str(r.get("run_id"))))
-    return rows
-
-
-def write_csv(records: Sequence[Mapping[str, Any]], path: str) -> str:
-    """``pareto_table(records)`` as CSV: ``FIELDS``, the two flags, then any extra keys (sorted)."""
-    rows = pareto_table(records)
+def write_csv(table: ParetoTable, path: str) -> str:
+    """``table.rows`` as CSV: ``FIELDS``, the two flags, then any extra keys (sorted)."""
     flags = [f"pareto_{cost}" for cost in COSTS]
-    extra = sorted({k for r in rows for k in r} - set(FIELDS) - set(flags))
+    extra = sorted({k for r in table.rows for k in r} - set(FIELDS) - set(flags))
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=[*FIELDS, *flags, *extra], restval="")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(table.rows)
     return path
 
 
@@ -168,30 +110,30 @@ def _half_widths(points: Sequence[Mapping[str, Any]], key: str) -> Optional[List
     return [below, above]
 
 
-def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
+def plot_png(table: ParetoTable, cost: str, path: str) -> str:
     """One panel per group: each configuration's mean over its seeds (95% interval bars where there are several)
-    coloured by sharing loss, single trials faint behind them, the front on the means as a labelled staircase."""
-    cost_key, cost_label = COSTS[cost]
-    trials = group_points([r for r in records if _complete(r, cost_key)], group_key)
-    groups = group_points([p for p in configurations(records) if _complete(p, cost_key)], group_key)
+    coloured by method, single trials faint behind them, the front on the means as a labelled staircase."""
+    cost_key, (cost_name, cost_label) = COSTS[cost], COST_LABELS[cost]
+    trials = group_points([r for r in table.records if complete(r, cost_key)], group_key)
+    groups = group_points([p for p in table.configurations if complete(p, cost_key)], group_key)
     fronts = []
     ncols = max(1, min(3, len(groups)))
     nrows = max(1, math.ceil(len(groups) / ncols))
     fig = Figure(figsize=(7.2 * ncols, 5.0 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    fig.suptitle(f"Pareto front: mean accuracy vs {COST_NAMES[cost]} (up and left is better)", fontsize=12)
+    fig.suptitle(f"Pareto front: mean accuracy vs {cost_name} (up and left is better)", fontsize=12)
     for ax, ((domain_set, backbone), members) in zip(axes, groups.items()):
         several = any(p["seeds"] > 1 for p in members)
-        for sharing in _sharing_order(members):
-            pts = [r for r in members if str(r["sharing"]) == sharing]
-            marker = BASELINE_MARKERS.get(sharing, ("o",))[0]
+        for method in _method_order(members):
+            pts = [r for r in members if str(r[METHOD]) == method]
+            marker = METHOD_MARKERS.get(method, _CIRCLE)[0]
             if several:
-                runs = [r for r in trials[(domain_set, backbone)] if str(r["sharing"]) == sharing]
-                ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(sharing),
+                runs = [r for r in trials[(domain_set, backbone)] if str(r[METHOD]) == method]
+                ax.scatter([r[cost_key] for r in runs], [r[ACCURACY] for r in runs], s=10, color=_color(method),
                            marker=marker, alpha=0.25, zorder=2)
             ax.errorbar([r[cost_key] for r in pts], [r[ACCURACY] for r in pts], xerr=_half_widths(pts, cost_key),
-                        yerr=_half_widths(pts, ACCURACY), fmt=marker, ms=6, color=_color(sharing), alpha=0.85,
-                        elinewidth=1, capsize=2, label=f"sharing: {sharing}" + (" (mean, 95% CI)" if several else ""),
+                        yerr=_half_widths(pts, ACCURACY), fmt=marker, ms=6, color=_color(method), alpha=0.85,
+                        elinewidth=1, capsize=2, label=f"method: {method}" + (" (mean, 95% CI)" if several else ""),
                         zorder=3)
         front = pareto_front(members, front_accuracy, cost_key)
         ax.plot([r[cost_key] for r in front], [r[ACCURACY] for r in front], drawstyle="steps-post", color="black",
@@ -219,7 +161,7 @@ def plot_png(records: Sequence[Mapping[str, Any]], cost: str, path: str) -> str:
     return path
 
 
-def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs: Any = True) -> str:
+def plot_html(table: ParetoTable, path: str, include_plotlyjs: Any = True) -> str:
     """Interactive version: rows params / MACs, one column per group, hover shows the run and its numbers.
 
     ``include_plotlyjs=True`` embeds plotly.js (~4 MB) so the page opens offline, e.g. as an MLflow artifact.
@@ -227,32 +169,33 @@ def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    groups = group_points(configurations(records), group_key)
+    groups = group_points(table.configurations, group_key)
     keys = list(groups) or [("none", "none")]
     fig = make_subplots(
         rows=len(COSTS), cols=len(keys), shared_yaxes=True,
         subplot_titles=[f"{cost}: {ds} | {bb}" for cost in COSTS for ds, bb in keys],
     )
     shown = set()
-    hover = ("β=%{customdata[0]} sharing=%{customdata[1]}, %{customdata[2]} seed(s)<br>acc_mean=%{y:.2f}% "
+    hover = ("β=%{customdata[0]} method=%{customdata[1]}, %{customdata[2]} seed(s)<br>acc_mean=%{y:.2f}% "
              "(mean)<br>ratio=%{x:.3f} (mean)<extra></extra>")
-    for row, (cost, (cost_key, cost_label)) in enumerate(COSTS.items(), start=1):
+    for row, (cost, cost_key) in enumerate(COSTS.items(), start=1):
+        cost_label = COST_LABELS[cost][1]
         for col, key in enumerate(keys, start=1):
-            members = [r for r in groups.get(key, []) if _complete(r, cost_key)]
-            for sharing in _sharing_order(members):
-                pts = [r for r in members if str(r["sharing"]) == sharing]
+            members = [r for r in groups.get(key, []) if complete(r, cost_key)]
+            for method in _method_order(members):
+                pts = [r for r in members if str(r[METHOD]) == method]
                 bars = {axis: _half_widths(pts, key) for axis, key in (("x", cost_key), ("y", ACCURACY))}
                 fig.add_trace(go.Scatter(
                     x=[r[cost_key] for r in pts], y=[r[ACCURACY] for r in pts], mode="markers",
                     **{f"error_{axis}": dict(type="data", symmetric=False, array=b[1], arrayminus=b[0], thickness=1)
                        for axis, b in bars.items() if b is not None},
-                    marker=dict(color=_color(sharing), size=9,
-                                symbol=BASELINE_MARKERS.get(sharing, ("o", "circle"))[1]),
-                    name=f"sharing: {sharing}", legendgroup=sharing,
-                    showlegend=sharing not in shown, hovertemplate=hover,
-                    customdata=[[r.get("budget"), sharing, r.get("seeds")] for r in pts],
+                    marker=dict(color=_color(method), size=9,
+                                symbol=METHOD_MARKERS.get(method, _CIRCLE)[1]),
+                    name=f"method: {method}", legendgroup=method,
+                    showlegend=method not in shown, hovertemplate=hover,
+                    customdata=[[r.get(BUDGET), method, r.get("seeds")] for r in pts],
                 ), row=row, col=col)
-                shown.add(sharing)
+                shown.add(method)
             front = pareto_front(members, front_accuracy, cost_key)
             fig.add_trace(go.Scatter(
                 x=[r[cost_key] for r in front], y=[r[ACCURACY] for r in front], mode="lines+text",
@@ -270,13 +213,12 @@ def plot_html(records: Sequence[Mapping[str, Any]], path: str, include_plotlyjs:
     return path
 
 
-def write_pareto_report(records: Sequence[Mapping[str, Any]], out_dir: str,
-                        include_plotlyjs: Optional[Any] = True) -> Dict[str, str]:
+def write_pareto_report(table: ParetoTable, out_dir: str, include_plotlyjs: Optional[Any] = True) -> Dict[str, str]:
     """Write ``pareto_params.png``, ``pareto_macs.png``, ``pareto.html`` and ``pareto.csv``; return name -> path."""
     os.makedirs(out_dir, exist_ok=True)
     paths = {}
     for cost in COSTS:
-        paths[f"pareto_{cost}.png"] = plot_png(records, cost, os.path.join(out_dir, f"pareto_{cost}.png"))
-    paths["pareto.html"] = plot_html(records, os.path.join(out_dir, "pareto.html"), include_plotlyjs)
-    paths["pareto.csv"] = write_csv(records, os.path.join(out_dir, "pareto.csv"))
+        paths[f"pareto_{cost}.png"] = plot_png(table, cost, os.path.join(out_dir, f"pareto_{cost}.png"))
+    paths["pareto.html"] = plot_html(table, os.path.join(out_dir, "pareto.html"), include_plotlyjs)
+    paths["pareto.csv"] = write_csv(table, os.path.join(out_dir, "pareto.csv"))
     return paths

@@ -19,9 +19,11 @@ from bap import metrics as M
 from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
+from orchestrator.errors import UsageError
 from orchestrator.front import format_table, hypervolume_by_sweep, log_summary, publish_front, read_sweep
-from orchestrator.mlflow_model import register_front_models
+from orchestrator.model_registry import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import client_for, use_fail_fast_http
 
 
@@ -42,11 +44,11 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     experiment_obj = client.get_experiment_by_name(experiment)
     if experiment_obj is None:
         known = [e.name for e in client.search_experiments()]
-        raise SystemExit(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
+        raise UsageError(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
     sweep = read_sweep(client, experiment_obj.experiment_id)  # one paged read of every trial
     records = sweep.records
     if not records:
-        raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
+        raise UsageError(f"error: experiment {experiment!r} has no finished trial yet")
     if include_heavy:
         for record in records:
             record[M.PROJECTION_HEAVY] = False
@@ -54,8 +56,9 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     note = (f"Report of every sweep of experiment `{experiment}`"
             f"{' (projection_heavy trials included)' if include_heavy else ''}: plots in `pareto_params.png` and "
             "`pareto.html`, every trial in `pareto.csv`.")
-    table = publish_front(client, run.info.run_id, records, sweep.tagged, note)
-    log_summary(client, run.info.run_id, records, failed=sweep.failed, stopped=sweep.stopped)
+    table = ParetoTable(records)
+    publish_front(client, run.info.run_id, table, sweep.tagged, note)
+    log_summary(client, run.info.run_id, table, failed=sweep.failed, stopped=sweep.stopped)
     client.set_terminated(run.info.run_id)
     print(format_table(table))
     names = {sweep: client.get_run(sweep).info.run_name if sweep else "(orchestrator.train runs)"
@@ -64,10 +67,10 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     for row in sorted(hypervolume_by_sweep(records), key=lambda r: (r["group"], -r["hypervolume"])):
         print(f"  {row['group']:<28}{names[row['sweep']]:<40}{row['trials']:>5} trials  {row['hypervolume']:8.2f}")
     if model_registry:
-        versions = register_front_models(client, table, model_registry)
+        versions = register_front_models(client, table.rows, model_registry)
         print(f"registered {len(versions)} front model(s) as {model_registry!r} in the Model Registry")
     print(f"plots and CSV: run {run.info.run_id} ({run.info.artifact_uri})")
-    return table
+    return table.rows
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -24,11 +24,12 @@ import bap
 from bap import metrics as M
 from bap.engine.cpu_memory import retain_freed_memory
 from bap.engine.hooks import CHECKPOINT_NAME, read_checkpoint
-from orchestrator.config import SweepConfig, domain_set_name, objectives, trial_config, trial_name
+from orchestrator.config import SweepConfig, objectives, trial_config, trial_name
 from orchestrator.mlflow_model import log_pyfunc_model
 from orchestrator.spool import Recorder
 from orchestrator.tracking import (ERROR_TAG, ERROR_TAG_LIMIT, RESUMED_TAG, client_for, find_or_create_child,
                                    flatten, use_fail_fast_http, with_retries)
+from orchestrator.trial_keys import PARAM_KEYS, trial_tags
 
 log = logging.getLogger(__name__)
 
@@ -82,9 +83,9 @@ def _finished_metrics(client, run_id: str) -> dict[str, float] | None:
 
 
 def trial_params(cfg: bap.ExperimentConfig, params: dict[str, Any]) -> dict[str, str]:
-    """Every resolved config value (flattened) plus the axis values under their short names."""
-    return {**flatten(dataclasses.asdict(cfg)), "budget": params["budget"], "sharing": params["sharing"],
-            "domain_set": domain_set_name(params["domains"])}
+    """Every resolved config value (flattened) plus some trial keys under their short names (``PARAM_KEYS``)."""
+    tags = trial_tags(params)
+    return {**flatten(dataclasses.asdict(cfg)), **{key: tags[key] for key in PARAM_KEYS}}
 
 
 def record_trial(
@@ -126,8 +127,7 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
                       resume: bool, on_epoch: Callable[[dict[str, float]], None] | None,
                       progress: bool) -> bap.TrainResult:
     recorder.log_params(trial_params(cfg, params))
-    recorder.set_tags({"budget": params["budget"], "sharing": params["sharing"], "backbone": params["backbone"],
-                       "domain_set": domain_set_name(params["domains"]), "seed": params["seed"]})
+    recorder.set_tags(trial_tags(params))
     # Epochs an earlier attempt of this trial recorded: its run is found again when the trial is retried or resumed.
     logged = _logged_epochs(recorder)
     state = read_checkpoint(checkpoint_dir) if resume else None

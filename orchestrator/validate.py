@@ -15,11 +15,12 @@ from bap.config import SHARING_OPTIONS
 from bap.models import list_models
 from orchestrator.config import (EMBEDDED_WEIGHTS, LOG_UNIFORM, SAMPLERS, SCHEDULERS, SEARCH_ALGORITHMS, SEARCH_COSTS,
                                  SweepConfig, SweepPlan, weights_path)
+from orchestrator.errors import ConfigError
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ConfigError):
     """All problems of a sweep config; ``errors`` holds one message per problem."""
 
     def __init__(self, errors: Sequence[str]) -> None:
@@ -34,8 +35,14 @@ def local_resources() -> Dict[str, float]:
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(torch.cuda.device_count())}
 
 
+def known_resources(cfg: SweepConfig) -> Optional[Dict[str, float]]:
+    """The resources the sweep's Ray will have, if known before it starts: a local Ray's (``local_resources``); a
+    cluster's are known once joined (``check_cluster``)."""
+    return None if cfg.ray.address else local_resources()
+
+
 def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
-    for key in ("budgets", "backbones", "sharing", "seeds"):
+    for key in ("budgets", "backbones", "methods", "seeds"):
         values = getattr(cfg, key)
         if values is not None and len(values) == 0:
             errors.append(f"{key}=[] sweeps nothing; give at least one value, or null to use the fixed value")
@@ -47,10 +54,10 @@ def _check_axes(cfg: SweepConfig, errors: List[str]) -> None:
     unknown = sorted({b for b in cfg.backbones or [] if b not in list_models()})
     if unknown:
         errors.append(f"backbones has unknown {', '.join(map(repr, unknown))}; known: {', '.join(list_models())}")
-    unknown = sorted({s for s in cfg.sharing or [] if s not in SHARING_OPTIONS})
+    unknown = sorted({s for s in cfg.methods or [] if s not in SHARING_OPTIONS})
     if unknown:
         errors.append(
-            f"sharing has unknown loss(es) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
+            f"methods has unknown method(s) {', '.join(map(repr, unknown))}; known: {', '.join(SHARING_OPTIONS)}"
         )
     backbones = cfg.backbones or [cfg.model.backbone]
     if cfg.model.weights == EMBEDDED_WEIGHTS:
@@ -137,11 +144,11 @@ def _check_model(plan: SweepPlan, errors: List[str]) -> None:
 
 
 def _search_corners(plan: SweepPlan) -> List[dict]:
-    """A search's extreme trials: every range at its low end, then at its high end, with each loss."""
+    """A search's extreme trials: every range at its low end, then at its high end, with each method."""
     fixed = {name: values[0] for name, values in plan.axes.items()}
     ranges = {name: d.values for name, d in plan.space.items() if d.kind != "choice"}
-    return [{**fixed, **{name: bounds[end] for name, bounds in ranges.items()}, "sharing": loss}
-            for end in (0, -1) for loss in plan.space["sharing"].values]
+    return [{**fixed, **{name: bounds[end] for name, bounds in ranges.items()}, "method": method}
+            for end in (0, -1) for method in plan.space["method"].values]
 
 
 def _check_trials(plan: SweepPlan, errors: List[str]) -> None:
@@ -175,8 +182,12 @@ def _check_ray(cfg: SweepConfig, resources: Optional[Dict[str, float]], errors: 
     if cfg.train.device == "cuda" and ray.gpus_per_trial == 0:
         errors.append("train.device=cuda but ray.gpus_per_trial=0, so trials see no GPU; set ray.gpus_per_trial=1 "
                       "(or a fraction) or train.device=auto")
-    if resources is None:
-        return
+    if resources is not None:
+        _check_fits(cfg, resources, errors)
+
+
+def _check_fits(cfg: SweepConfig, resources: Dict[str, float], errors: List[str]) -> None:
+    ray = cfg.ray
     for key, resource in (("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")):
         need, have = getattr(ray, key), float(resources.get(resource, 0.0))
         if need > have:
@@ -246,16 +257,16 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
         if getattr(s, key) is not None:
             fixed = key if key == "sharing_weight" else f"train.{key}"
             _check_range(key, getattr(s, key), None, "sampled log-uniformly", errors, f", or null to keep {fixed}")
-    if s.sharing is not None:  # else the losses are the `sharing` axis, checked with the axes
-        unknown = sorted({loss for loss in s.sharing if loss not in SHARING_OPTIONS})
-        if not s.sharing:
-            errors.append("search.sharing=[] leaves no loss to choose; give at least one, e.g. "
-                          "search.sharing=[union,jaccard], or null for the `sharing` axis")
+    if s.methods is not None:  # else the methods are the `methods` axis, checked with the axes
+        unknown = sorted({method for method in s.methods if method not in SHARING_OPTIONS})
+        if not s.methods:
+            errors.append("search.methods=[] leaves no method to choose; give at least one, e.g. "
+                          "search.methods=[union,jaccard], or null for the `methods` axis")
         elif unknown:
-            errors.append(f"search.sharing has unknown loss(es) {', '.join(map(repr, unknown))}; "
+            errors.append(f"search.methods has unknown method(s) {', '.join(map(repr, unknown))}; "
                           f"known: {', '.join(SHARING_OPTIONS)}")
-        elif len(set(s.sharing)) != len(s.sharing):
-            errors.append(f"search.sharing={list(s.sharing)} repeats a loss; list each loss once")
+        elif len(set(s.methods)) != len(s.methods):
+            errors.append(f"search.methods={list(s.methods)} repeats a method; list each method once")
     for name, key in (("backbone", "backbones"), ("domains", "domain_sets"), ("seed", "seeds")):
         values = plan.axes[name]
         if len(values) > 1:
@@ -268,8 +279,8 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
 
 
 def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:
-    """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of the sweep ``plan``; return None if
-    sound.
+    """Raise ``SweepConfigError`` (a ``ConfigError``, so a ``ValueError``) listing every problem of the sweep
+    ``plan``; return None if sound.
 
     ``cluster_resources`` is ``ray.cluster_resources()`` (or ``local_resources()``); None skips the check that
     the cluster can place one trial.
@@ -293,5 +304,14 @@ def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = No
         _check_trials(plan, errors)
     _check_ray(cfg, cluster_resources, errors)
     _check_scheduler(cfg, errors)
+    if errors:
+        raise SweepConfigError(errors)
+
+
+def check_cluster(cfg: SweepConfig, cluster_resources: Dict[str, float]) -> None:
+    """Raise ``SweepConfigError`` when the joined cluster (``ray.cluster_resources()``) cannot place one trial: the
+    one check of ``validate`` that waits for a cluster's resources."""
+    errors: List[str] = []
+    _check_fits(cfg, cluster_resources, errors)
     if errors:
         raise SweepConfigError(errors)

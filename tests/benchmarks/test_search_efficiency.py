@@ -48,5 +48,5 @@ def test_variants_and_quick_overrides_replace_keys_rather_than_repeat_them():
                           "optuna4 s0", "optuna4+pareto s0", "optuna4 s1", "optuna4+pareto s1"]
     assert "search.startup_trials=4" in plan["optuna4 s0"]
     assert "scheduler=pareto" in plan["optuna+pareto s1"] and "search.seed=1" in plan["optuna+pareto s1"]
-    merged = se.with_overrides(plan["grid"], ["sharing=[union]"])
-    assert [o for o in merged if o.startswith("sharing=")] == ["sharing=[union]"]
+    merged = se.with_overrides(plan["grid"], ["methods=[union]"])
+    assert [o for o in merged if o.startswith("methods=")] == ["methods=[union]"]

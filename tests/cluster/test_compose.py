@@ -1,10 +1,9 @@
-"""docker-compose.yml, the Dockerfile and .env.example, read as data (no Docker engine needed), and the
-local commands (localstack/) checked against them: what the cluster tests run is what compose would run."""
+"""docker-compose.yml, the Dockerfile and .env.example, read as data (no Docker engine needed); the local commands
+localstack derives from them are checked in tests/localstack/test_compose.py."""
 
 from __future__ import annotations
 
 import importlib.metadata
-import os
 import re
 import stat
 import subprocess
@@ -13,8 +12,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from localstack import COMPOSE_FILE, DOCKERFILE, REPO, MlflowServer, Stack, healthcheck_argv, load_compose
-from localstack.compose import interpolate, service_argv
+from localstack import COMPOSE_FILE, DOCKERFILE, REPO, healthcheck_argv, load_compose
+from localstack.compose import service_argv
 
 TOKEN = "f" * 64
 ENV = {"RAY_AUTH_TOKEN": TOKEN, "POSTGRES_PASSWORD": "pw"}
@@ -35,21 +34,6 @@ def flag(argv: list[str], name: str) -> str:
         if arg == name:
             return argv[i + 1]
     raise KeyError(f"{name} not in {argv}")
-
-
-# ---- compose's variable syntax, as localstack implements it -------------------------------------------------------
-@pytest.mark.parametrize("text, env, expected", [
-    ("${A:-x}", {}, "x"), ("${A:-x}", {"A": ""}, "x"), ("${A-x}", {"A": ""}, ""), ("${A:-x}", {"A": "y"}, "y"),
-    ("$A/${B}", {"A": "1", "B": "2"}, "1/2"), ("$$HOME", {}, "$HOME"), ("${A}", {}, ""),
-])
-def test_interpolate_follows_compose(text, env, expected):
-    assert interpolate(text, env) == expected
-
-
-@pytest.mark.parametrize("missing", ["RAY_AUTH_TOKEN", "POSTGRES_PASSWORD"])
-def test_secrets_are_required(missing):
-    with pytest.raises(KeyError, match=missing):
-        load_compose({k: v for k, v in ENV.items() if k != missing})
 
 
 # ---- the services ---------------------------------------------------------------------------------------------------
@@ -269,27 +253,3 @@ def test_env_example_documents_every_variable_and_holds_no_secret():
     assert example["BIND_ADDRESS"] == "127.0.0.1" and example["RAY_DASHBOARD_BIND_ADDRESS"] == "127.0.0.1"
     assert ".env" in (REPO / ".gitignore").read_text().split()
     assert ".env" in (REPO / ".dockerignore").read_text().split()
-
-
-# ---- localstack runs the compose commands, changed only where a host differs from a container ----------------
-def test_localstack_commands_are_the_compose_commands(tmp_path):
-    stack = Stack(tmp_path)
-    stack.mlflow = MlflowServer(stack, "mlflow", "sqlite:///x.db")  # not started: only commands are compared
-    try:
-        changed = {}
-        for name in ("ray-head", "ray-worker", "sweep"):
-            local = stack.localized(name)
-            compose_argv = service_argv(stack.compose["services"][name])
-            added = [after for before, after in local.changes if before == ""]
-            assert len(local.argv) == len(compose_argv) + len([a for a in added if a.startswith("--")]), name
-            changed[name] = sorted(re.split(r"[= ]", before)[0] for before, _ in local.changes if before)
-        assert changed["ray-head"] == ["--dashboard-host", "--dashboard-port", "--port", "MLFLOW_TRACKING_URI"]
-        assert changed["ray-worker"] == ["--address"]
-        assert changed["sweep"] == ["/app/docker/sweep.sh", "MLFLOW_TRACKING_URI", "RAY_ADDRESS"]
-        server = stack.mlflow
-        assert sorted(re.split(r"[= ]", b)[0] for b, _ in server.local.changes if b) == \
-            ["--artifacts-destination", "--host", "--port", "MLFLOW_BACKEND_STORE_URI"]
-        assert [a for a in server.local.argv if a.startswith("--")] == \
-            [a for a in service_argv(stack.compose["services"]["mlflow"]) if a.startswith("--")]
-    finally:
-        os.rmdir(stack.temp_dir)

@@ -3,6 +3,7 @@ from mlflow.tracking import MlflowClient
 
 from bap import metrics as M
 from orchestrator.tracking import SWEEP_TAG, find_or_create_child
+from tests.orchestrator.helpers import tag_trial
 
 
 @pytest.fixture
@@ -22,8 +23,7 @@ def two_trial_sweep(store):
     done = find_or_create_child(client, experiment_id, parent, "t0", "done")
     for key, value in ((M.ACC_MEAN, 50.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
         client.log_metric(done, key, value)
-    for key, value in (("budget", "0.5"), ("sharing", "union"), ("backbone", "resnet26"), ("domain_set", "all")):
-        client.set_tag(done, key, value)
+    tag_trial(client, done, budget=0.5)
     client.set_terminated(done, "FINISHED")
     unfinished = find_or_create_child(client, experiment_id, parent, "t1", "unfinished")
     return parent, done, unfinished

@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 from hydra.errors import ConfigCompositionException
 
-from orchestrator import report as report_module
 from orchestrator.cli import rewrite_sweep_args
 from orchestrator.config import plan_sweep
 from orchestrator.config_store import compose_sweep_config
@@ -24,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
         ("budgets=[0.25,0.5,1.0]", "budgets=[0.25,0.5,1.0]"),
         ("budgets=0.5", "budgets=[0.5]"),
         ("seeds=range(0,3)", "seeds=[0,1,2]"),
-        ("sharing=none,jaccard", "sharing=[none,jaccard]"),
+        ("methods=none,jaccard", "methods=[none,jaccard]"),
         ("backbones=resnet26", "backbones=[resnet26]"),
         ("++budgets=0.25,1.0", "++budgets=[0.25,1.0]"),
         ("+seeds=1,2", "+seeds=[1,2]"),
@@ -77,7 +76,7 @@ def test_hydra_alone_rejects_the_comma_form():
 
 def test_rewritten_axes_compose_into_the_grid():
     cfg = compose_sweep_config(rewrite_sweep_args(
-        ["domain_sets=[digits,faces],[scenes]", "sharing=none,jaccard", "seeds=range(0,2)", "budgets=1.0"]))
+        ["domain_sets=[digits,faces],[scenes]", "methods=none,jaccard", "seeds=range(0,2)", "budgets=1.0"]))
     assert cfg.domain_sets == [["digits", "faces"], ["scenes"]]
     assert len(plan_sweep(cfg).trials) == 2 * 2 * 2
 
@@ -87,7 +86,7 @@ def test_exact_command_line_through_hydra_main(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("MLFLOW_TRACKING_URI", None)
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "budgets=0.25,0.5,1.0", "preset=smoke", "sharing=none,jaccard"],
+        [sys.executable, "-m", "orchestrator.cli", "budgets=0.25,0.5,1.0", "preset=smoke", "methods=none,jaccard"],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
@@ -101,14 +100,14 @@ def test_exact_command_line_through_hydra_main(tmp_path):
 def test_the_dry_run_of_a_search_prints_its_space(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run(
-        [sys.executable, "-m", "orchestrator.cli", "search=optuna", "search.num_samples=8", "sharing=union,jaccard",
+        [sys.executable, "-m", "orchestrator.cli", "search=optuna", "search.num_samples=8", "methods=union,jaccard",
          "search.lr=[0.001,0.1]"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == {"experiment": "smoke", "search": {
         "algorithm": "optuna", "sampler": "tpe", "seed": 0, "num_samples": 8,
         "objectives": {"acc_mean": "max", "params_ratio": "min"},
         "fixed": {"backbone": "resnet26", "domains": None, "seed": 0},
-        "space": {"budget": {"uniform": [0.2, 1.0]}, "sharing": {"choice": ["union", "jaccard"]},
+        "space": {"budget": {"uniform": [0.2, 1.0]}, "method": {"choice": ["union", "jaccard"]},
                   "lr": {"loguniform": [0.001, 0.1]}}}}
     assert "ok: a search of 8 trial(s), valid" in proc.stderr
 
@@ -131,27 +130,16 @@ def test_the_old_budget_key_still_works_with_a_warning():
     assert compose_sweep_config(rewrite_sweep_args(["budget.beta=0.5"])).budget.beta == 0.5
 
 
-def test_the_report_reads_hydra_overrides_and_its_old_flags_with_a_warning(monkeypatch):
-    seen = []
-    monkeypatch.setattr(report_module, "report", lambda *args, **kwargs: seen.append((args, kwargs)))
-    argv = list(sys.argv)
-    report_module.main(["experiment=exp", "mlflow.tracking_uri=sqlite:///a.db", "sync=true", "spool_dir=/s"])
-    with pytest.warns(FutureWarning, match="--sync is deprecated; write sync=true"):
-        report_module.main(["experiment=exp", "tracking_uri=sqlite:///a.db", "--sync", "spool_dir=/s"])
-    assert seen == [(("exp", "sqlite:///a.db", True, "/s"), {"include_heavy": False, "model_registry": None})] * 2
-    assert sys.argv == argv  # Hydra parsed the rewritten arguments; the process's own are back
-
-
-@pytest.mark.parametrize("args, message", [
-    ([], "experiment is required: python -m orchestrator.report experiment=NAME"),
-    (["experiment=x", "budgets=0.5"], "Could not override 'budgets'"),  # a sweep key means nothing to a report
-])
-def test_a_report_without_an_experiment_or_with_a_sweep_key_exits_2_naming_it(tmp_path, args, message):
+def test_the_old_name_of_the_methods_axis_is_rewritten_with_a_printed_warning(tmp_path):
+    with pytest.warns(FutureWarning, match="sharing is deprecated; write methods=none,union"):
+        assert rewrite_sweep_args(["sharing=none,union", "search.sharing=[int]"]) == [
+            "methods=[none,union]", "search.methods=[int]"]
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.run([sys.executable, "-m", "orchestrator.report", *args], cwd=tmp_path, env=env,
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "sharing=none,union"], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=120)
-    assert proc.returncode in (1, 2) and message in proc.stderr, proc.stderr
-    assert "Traceback" not in proc.stderr and list(tmp_path.iterdir()) == []
+    assert proc.returncode == 0, proc.stderr
+    assert "sharing is deprecated; write methods=none,union" in proc.stderr
+    assert {t["method"] for t in json.loads(proc.stdout.splitlines()[0])["trials"]} == {"none", "union"}
 
 
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")

@@ -6,7 +6,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 
 from bap.config import BASELINES, ExperimentConfig, SharingConfig
 from orchestrator.config import (
-    SchedulerConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config, trial_name,
+    SchedulerConfig, SearchConfig, Searched, SweepConfig, domain_set_name, plan_sweep, resolve_paths, trial_config,
+    trial_name,
 )
 from orchestrator.config_store import compose_sweep_config
 
@@ -34,7 +35,7 @@ def test_smoke_preset_is_a_fast_cpu_sweep():
 
 def test_study_preset_sweeps_the_default_against_every_baseline_on_one_draw():
     cfg = compose_sweep_config(["preset=study"])
-    assert set(cfg.sharing) == {SharingConfig().loss, "none", *BASELINES}  # annealed magnitude included
+    assert set(cfg.methods) == {SharingConfig().loss, "none", *BASELINES}  # annealed magnitude included
     assert cfg.budgets == [1.0, 0.75, 0.5, 0.25, 0.1] and cfg.seeds == [0, 1, 2, 3]
     assert len(plan_sweep(cfg).trials) == 140
     smoke = compose_sweep_config(["preset=smoke"])
@@ -46,7 +47,7 @@ def test_paper_presets_sweep_the_papers_grid():
     vd = compose_sweep_config(["preset=vd_resnet26"])
     assert (vd.model.backbone, vd.data.name) == ("resnet26", "decathlon")
     assert vd.budgets == [1.0, 0.75, 0.5, 0.25]
-    assert vd.sharing == ["none", "int", "union", "jaccard", "consensus", "random_shared", "magnitude_shared"]
+    assert vd.methods == ["none", "int", "union", "jaccard", "consensus", "random_shared", "magnitude_shared"]
     assert len(plan_sweep(vd).trials) == 28
     assert vd.model.source_domain == "imagenet12"
     sketch = compose_sweep_config(["preset=sketch_resnet50"])
@@ -87,15 +88,15 @@ def test_bad_values_fail_at_composition(override, error, match):
 
 def test_axes_default_to_the_fixed_values():
     cfg = SweepConfig()
-    assert plan_sweep(cfg).axes == {"backbone": ["resnet26"], "domains": [None], "sharing": ["union"], "budget": [1.0],
+    assert plan_sweep(cfg).axes == {"backbone": ["resnet26"], "domains": [None], "method": ["union"], "budget": [1.0],
                                "seed": [0]}
 
 
 def test_the_plans_trials_are_the_ordered_product():
-    cfg = SweepConfig(budgets=[0.5, 1.0], sharing=["none", "jaccard"], seeds=[0, 1], domain_sets=[["a", "b"], ["c"]])
+    cfg = SweepConfig(budgets=[0.5, 1.0], methods=["none", "jaccard"], seeds=[0, 1], domain_sets=[["a", "b"], ["c"]])
     trials = plan_sweep(cfg).trials
     assert len(trials) == 2 * 2 * 2 * 2
-    assert trials[0] == {"backbone": "resnet26", "domains": ["a", "b"], "sharing": "none", "budget": 0.5, "seed": 0}
+    assert trials[0] == {"backbone": "resnet26", "domains": ["a", "b"], "method": "none", "budget": 0.5, "seed": 0}
     assert trials[1]["seed"] == 1 and trials[2]["budget"] == 1.0
     assert len({trial_name(t) for t in trials}) == len(trials)
 
@@ -103,28 +104,28 @@ def test_the_plans_trials_are_the_ordered_product():
 def test_trial_config_applies_the_axis_values():
     cfg = SweepConfig(sharing_weight="learnable")
     cfg.model.weights = "w/{backbone}.pt"
-    exp = trial_config(cfg, {"backbone": "resnet50", "domains": ["dtd"], "sharing": "int", "budget": 0.25, "seed": 3})
+    exp = trial_config(cfg, {"backbone": "resnet50", "domains": ["dtd"], "method": "int", "budget": 0.25, "seed": 3})
     assert (exp.model.backbone, exp.model.weights, exp.data.domains) == ("resnet50", "w/resnet50.pt", ["dtd"])
     assert (exp.sharing.loss, exp.sharing.learnable, exp.budget.beta, exp.train.seed) == ("int", True, 0.25, 3)
     assert cfg.model.backbone == "resnet26"  # the sweep config is not modified
     with pytest.raises(ValueError, match="budget.beta=1.5"):
-        trial_config(cfg, {"backbone": "resnet26", "domains": None, "sharing": "int", "budget": 1.5, "seed": 0})
+        trial_config(cfg, {"backbone": "resnet26", "domains": None, "method": "int", "budget": 1.5, "seed": 0})
 
 
 def test_an_optuna_plan_holds_its_space_and_keeps_the_other_axes_fixed():
-    cfg = compose_sweep_config(["search=optuna", "sharing=[union,jaccard]", "search.sharing_weight=[1,30]",
+    cfg = compose_sweep_config(["search=optuna", "methods=[union,jaccard]", "search.sharing_weight=[1,30]",
                                 "search.lr=[0.001,0.1]"])
     plan = plan_sweep(cfg)
     assert plan.trials == []  # the sampler picks them as trials finish
     assert plan.axes == {"backbone": ["resnet26"], "domains": [None], "seed": [0]}
     assert plan.space == {"budget": Searched("uniform", (0.2, 1.0)),
-                          "sharing": Searched("choice", ("union", "jaccard")),
+                          "method": Searched("choice", ("union", "jaccard")),
                           "sharing_weight": Searched("loguniform", (1.0, 30.0)),
                           "lr": Searched("loguniform", (0.001, 0.1))}
-    # search.sharing, when given, replaces the axis as the losses to choose from
-    cfg = compose_sweep_config(["search=optuna", "search.sharing=[none,int]", "search.budget=[0.3,0.9]"])
+    # search.methods, when given, replaces the axis as the methods to choose from
+    cfg = compose_sweep_config(["search=optuna", "search.methods=[none,int]", "search.budget=[0.3,0.9]"])
     assert plan_sweep(cfg).space == {"budget": Searched("uniform", (0.3, 0.9)),
-                                     "sharing": Searched("choice", ("none", "int"))}
+                                     "method": Searched("choice", ("none", "int"))}
 
 
 def test_the_default_search_is_the_grid():
@@ -134,7 +135,7 @@ def test_the_default_search_is_the_grid():
 
 def test_trial_config_applies_a_searchs_sharing_weight_and_learning_rates():
     cfg = SweepConfig(sharing_weight="learnable")
-    params = {"backbone": "resnet26", "domains": None, "sharing": "union", "budget": 0.43712, "seed": 0}
+    params = {"backbone": "resnet26", "domains": None, "method": "union", "budget": 0.43712, "seed": 0}
     fixed = trial_config(cfg, params)
     assert fixed.sharing.learnable and (fixed.train.lr, fixed.train.switch_lr) == (cfg.train.lr, cfg.train.switch_lr)
     drawn = trial_config(cfg, {**params, "sharing_weight": 3.5, "lr": 0.02, "switch_lr": 3e-4})
@@ -143,7 +144,7 @@ def test_trial_config_applies_a_searchs_sharing_weight_and_learning_rates():
 
 
 def test_a_continuous_budget_reads_to_three_digits_in_the_trial_name():
-    params = {"backbone": "resnet26", "domains": None, "sharing": "union", "budget": 0.43712, "seed": 0}
+    params = {"backbone": "resnet26", "domains": None, "method": "union", "budget": 0.43712, "seed": 0}
     assert trial_name(params) == "resnet26_all_union_b0.437_s0"
     # Two budgets that round alike share a name; Tune's trial id in each folder name keeps them apart
     # (test_an_optuna_sweep_... checks the folders).
@@ -166,3 +167,14 @@ def test_resolve_paths_makes_local_paths_absolute(tmp_path):
     assert out.mlflow.tracking_uri == f"sqlite:///{tmp_path}/mlflow.db"
     assert out.ray.storage_path == "s3://bucket/ray" and out.model.weights is None
     assert cfg.data.root == "data/vd"
+
+
+def test_the_old_name_of_the_methods_axis_still_works_with_a_deprecation_warning():
+    with pytest.warns(DeprecationWarning, match=r"sharing is deprecated; write methods=\['none', 'union'\]"):
+        cfg = SweepConfig(sharing=["none", "union"])
+    assert cfg.methods == ["none", "union"]
+    assert plan_sweep(cfg).axes["method"] == ["none", "union"]
+    with pytest.warns(DeprecationWarning, match="search.sharing is deprecated; write search.methods="):
+        assert SearchConfig(sharing=["int"]).methods == ["int"]
+    with pytest.raises(ValueError, match="are one setting; keep methods="):
+        SweepConfig(sharing=["none"], methods=["union"])

@@ -13,8 +13,10 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NOTE
 from bap import metrics as M
 from orchestrator.front import (FRONT_TABLE, collect_records, finish_sweep, format_table, hypervolume_by_sweep,
                                 publish_front, read_sweep, summary_metrics)
+from orchestrator.table import ParetoTable
 from orchestrator.tracking import (CHILD_RUNS_PAGE, COMMAND_TAG, ERROR_TAG, PARETO_TAG, STOPPED_TAG, TRIAL_ID_TAG,
                                    find_or_create_child)
+from tests.orchestrator.helpers import tag_trial
 
 
 def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget):
@@ -22,8 +24,7 @@ def _finished(client, experiment_id, parent, trial_id, acc, params_ratio, budget
     for key, value in ((M.ACC_MEAN, acc), (M.PARAMS_TOTAL, 1000.0 * params_ratio), (M.PARAMS_RATIO, params_ratio),
                        (M.MACS_RATIO, params_ratio)):
         client.log_metric(run_id, key, value)
-    for key, value in (("budget", str(budget)), ("backbone", "resnet26"), ("sharing", "union")):
-        client.set_tag(run_id, key, value)
+    tag_trial(client, run_id, budget=budget)
     client.set_terminated(run_id, "FINISHED")
     return run_id
 
@@ -48,6 +49,7 @@ def test_reading_a_sweep_keeps_one_page_of_runs_alive_at_a_time(store):
         tags = [RunTag(MLFLOW_PARENT_RUN_ID, parent), RunTag(TRIAL_ID_TAG, f"t{i}")]
         run_id = client.create_run(experiment_id, tags={t.key: t.value for t in tags}).info.run_id
         if i % 2:  # every other trial finished; every third stopped early; one failed
+            tag_trial(client, run_id, seed=i)
             client.log_batch(run_id, metrics=[Metric(M.PARAMS_TOTAL, 1.0, 0, 0), Metric(M.ACC_MEAN, 50.0, 0, 0)])
             client.set_terminated(run_id, "FINISHED")
         if i % 3 == 0:
@@ -78,14 +80,15 @@ def test_publishing_tags_exactly_the_front_and_logs_its_files(store):
     best = _finished(client, experiment_id, parent, "a", 70.0, 0.5, 0.5)
     smaller = _finished(client, experiment_id, parent, "b", 60.0, 0.25, 0.25)
     dominated = _finished(client, experiment_id, parent, "c", 55.0, 0.5, 0.75)  # less accurate, no smaller
-    table = publish_front(client, parent, collect_records(client, experiment_id, parent))
-    assert {row["run_id"]: row["pareto_params"] for row in table} == {best: True, smaller: True, dominated: False}
+    table = ParetoTable(collect_records(client, experiment_id, parent))
+    publish_front(client, parent, table)
+    assert {row["run_id"]: row["pareto_params"] for row in table.rows} == {best: True, smaller: True, dominated: False}
     tags = {run: client.get_run(run).data.tags[PARETO_TAG] for run in (best, smaller, dominated)}
     assert tags == {best: "true", smaller: "true", dominated: "false"}
     assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
     head, rule, *rows, footnote = format_table(table).splitlines()
-    assert len(rows) == len(table) and footnote.startswith("* on the accuracy-vs-parameters Pareto front")
-    assert [row.startswith("* ") for row in rows] == [row["pareto_params"] for row in table]
+    assert len(rows) == len(table.rows) and footnote.startswith("* on the accuracy-vs-parameters Pareto front")
+    assert [row.startswith("* ") for row in rows] == [row["pareto_params"] for row in table.rows]
 
 
 def test_finish_sweep_kills_unfinished_trials_publishes_the_front_and_closes_the_parent(store, two_trial_sweep):
@@ -95,7 +98,7 @@ def test_finish_sweep_kills_unfinished_trials_publishes_the_front_and_closes_the
     table = finish_sweep(client, experiment_id, parent, "KILLED", {"t2": "RayActorError: the actor died"})
     assert client.get_run(crashed).info.status == "FAILED"
     assert client.get_run(crashed).data.tags[ERROR_TAG] == "RayActorError: the actor died"
-    assert [row["run_id"] for row in table] == [done]
+    assert [row["run_id"] for row in table.rows] == [done]
     assert client.get_run(unfinished).info.status == "KILLED"
     assert client.get_run(done).info.status == "FINISHED"
     assert client.get_run(done).data.tags[PARETO_TAG] == "true"
@@ -117,7 +120,7 @@ def test_summary_counts_trials_and_measures_each_groups_front_on_configuration_m
         _record("h", 99.0, 0.1, 0.1, heavy=True),  # heavily projected: never on the front
         _record("d", 40.0, 0.5, 0.5, domain_set="dtd+svhn"),
     ]
-    m = summary_metrics(records, failed=2, stopped=3)
+    m = summary_metrics(ParetoTable(records), failed=2, stopped=3)
     assert (m[M.TRIALS_FINISHED], m[M.TRIALS_FAILED], m[M.TRIALS_STOPPED]) == (6, 2, 3)
     assert m[M.FRONT_SIZE] == 3  # (b, the a-mean) in all, d in dtd+svhn
     # Against the reference (cost 1.5, accuracy 0): steps at 0.25 (50) and 0.5 (65).
@@ -147,16 +150,16 @@ def test_republishing_retags_only_the_trials_whose_flag_changed(store):
     first = _finished(client, experiment_id, parent, "a", 60.0, 0.5, 0.5)
     counting = CountingClient(client)
     tagged = {}
-    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    publish_front(counting, parent, ParetoTable(collect_records(client, experiment_id, parent)), tagged)
     assert [(r, v) for r, k, v in counting.tags if k == PARETO_TAG] == [(first, "true")]
     better = _finished(client, experiment_id, parent, "b", 70.0, 0.5, 0.75)  # pushes the first off the front
     _finished(client, experiment_id, parent, "c", 10.0, 1.0, 1.0)  # joins off the front
     counting.tags.clear()
-    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    publish_front(counting, parent, ParetoTable(collect_records(client, experiment_id, parent)), tagged)
     changed = sorted((r, v) for r, k, v in counting.tags if k == PARETO_TAG)
     assert len(changed) == 3 and (first, "false") in changed and (better, "true") in changed
     counting.tags.clear()
-    publish_front(counting, parent, collect_records(client, experiment_id, parent), tagged)
+    publish_front(counting, parent, ParetoTable(collect_records(client, experiment_id, parent)), tagged)
     assert [t for t in counting.tags if t[1] == PARETO_TAG] == []  # nothing changed, nothing written
     table = json.loads(open(client.download_artifacts(parent, FRONT_TABLE, store_dir(uri))).read())
     assert [row[3] for row in table["data"]] == [0.75]  # the front now (b alone), not appended to the last ones
@@ -187,6 +190,7 @@ def test_each_sweeps_hypervolume_is_its_own_fronts_against_the_same_reference():
     second = [dict(_record("c", 70.0, 0.5, 0.5), sweep="s2")]
     rows = {(r["sweep"], r["group"]): r for r in hypervolume_by_sweep(first + second)}
     assert set(rows) == {("s1", "resnet26/all"), ("s2", "resnet26/all")}
-    assert rows["s1", "resnet26/all"]["hypervolume"] == summary_metrics(first, 0, 0)[M.hypervolume_key("resnet26/all")]
+    own = summary_metrics(ParetoTable(first), 0, 0)[M.hypervolume_key("resnet26/all")]
+    assert rows["s1", "resnet26/all"]["hypervolume"] == own
     assert rows["s2", "resnet26/all"]["hypervolume"] == pytest.approx((1.5 - 0.5) * 70.0)
     assert rows["s1", "resnet26/all"]["trials"] == 2

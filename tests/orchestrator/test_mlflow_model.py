@@ -22,7 +22,8 @@ from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 import bap
-from orchestrator.mlflow_model import MODEL_NAME, log_pyfunc_model, register_front_models
+from orchestrator.mlflow_model import MODEL_NAME, log_pyfunc_model
+from orchestrator.model_registry import register_front_models
 from orchestrator.spool import Recorder
 from orchestrator.tracking import ensure_experiment
 from orchestrator.trainable import record_trial
@@ -31,7 +32,7 @@ from tests.orchestrator.helpers import closed_port_uri
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DOMAINS = ["digits", "letters"]
-PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": DOMAINS, "seed": 0}
+PARAMS = {"budget": 0.5, "method": "union", "backbone": "resnet26", "domains": DOMAINS, "seed": 0}
 
 
 @pytest.fixture(scope="module")

@@ -49,3 +49,15 @@ def test_unreachable_ray_fails_within_30_s_before_any_mlflow_run(tmp_path):
 
         client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+def test_in_a_notebook_an_unreachable_service_is_an_exception_naming_it():
+    from orchestrator.config import MlflowConfig, RayConfig, SweepConfig
+    from orchestrator.errors import ServiceUnavailable
+    from orchestrator.services import check_services
+
+    uri, address = f"http://127.0.0.1:{_closed_port()}", f"127.0.0.1:{_closed_port()}"
+    with pytest.raises(ServiceUnavailable, match=r"MLflow at .* \(MLFLOW_TRACKING_URI / mlflow.tracking_uri\)"):
+        check_services(SweepConfig(mlflow=MlflowConfig(tracking_uri=uri)))
+    with pytest.raises(ServiceUnavailable, match=r"Ray cluster at .* \(RAY_ADDRESS / ray.address\) is unreachable"):
+        check_services(SweepConfig(ray=RayConfig(address=address)))

@@ -10,9 +10,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import RayConfig, SweepConfig
+from orchestrator.errors import UsageError
 from orchestrator.report import report
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
-from orchestrator.sweep import _spool_dir
+from orchestrator.sweep import sweep_spool_dir
 from orchestrator.tracking import FAIL_FAST_HTTP, use_fail_fast_http
 from tests.orchestrator.helpers import closed_port_uri
 
@@ -104,7 +105,7 @@ def test_flush_retries_until_the_server_is_back_and_replays_once_in_order(tmp_pa
     ("s3://bucket/ray", os.path.abspath(DEFAULT_SPOOL)),
 ])
 def test_sweep_spool_is_beside_shared_storage_or_node_local(storage, expected):
-    assert _spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=storage))) == expected
+    assert sweep_spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=storage))) == expected
 
 
 def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, monkeypatch):
@@ -114,13 +115,13 @@ def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, mo
     experiment_id = client.create_experiment("exp")
     down = MlflowClient(closed_port_uri())
     # orchestrator.train's spool, and a default sweep's beside its Tune results
-    sweep_spool = _spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=os.path.abspath("runs/ray"))))
+    sweep_spool = sweep_spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=os.path.abspath("runs/ray"))))
     runs = {}
     for spool in (os.path.abspath(DEFAULT_SPOOL), sweep_spool):
         run_id = client.create_run(experiment_id).info.run_id
         Recorder(down, run_id, spool).log_metrics({"acc_mean": 50.0, "params_total": 10.0}, step=1)
         runs[run_id] = spool
-    with pytest.raises(SystemExit, match="no finished trial"):  # plain runs, no sweep's: nothing to plot after
+    with pytest.raises(UsageError, match="no finished trial"):  # plain runs, no sweep's: nothing to plot after
         report(experiment="exp", tracking_uri=uri, sync=True)  # no spool_dir: the defaults, from the cwd
     for run_id in runs:
         assert client.get_run(run_id).data.metrics["acc_mean"] == 50.0

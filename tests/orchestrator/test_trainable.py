@@ -18,7 +18,7 @@ from orchestrator.spool import Recorder
 from orchestrator.tracking import RESUMED_TAG, child_runs
 from orchestrator.trainable import record_trial, run_trial, tune_metrics
 
-PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
+PARAMS = {"budget": 0.5, "method": "union", "backbone": "resnet26", "domains": None, "seed": 0}
 TINY = bap.ExperimentConfig(model=bap.ModelConfig(weights=None, width=0.125),
                             data=bap.DataConfig(train_per_class=4, val_per_class=2),
                             train=bap.TrainConfig(epochs=2, steps_per_epoch=1, batch_size=4))

@@ -40,7 +40,7 @@ def test_presets_and_defaults_are_valid():
 
 
 def test_error_is_a_value_error_listing_every_problem():
-    cfg = sweep(budgets=[0.0, 1.5], backbones=["vgg"], sharing=["jacard"])
+    cfg = sweep(budgets=[0.0, 1.5], backbones=["vgg"], methods=["jacard"])
     with pytest.raises(ValueError) as info:
         validate(plan_sweep(cfg))
     text = str(info.value)
@@ -58,8 +58,8 @@ def test_unknown_backbone_lists_the_known():
     assert "backbones has unknown 'resnet18'; known: resnet26, resnet50" in error
 
 
-def test_unknown_sharing_loss_lists_the_known():
-    [error] = errors_of(sweep(sharing=["jaccard", "dice"]))
+def test_unknown_method_lists_the_known():
+    [error] = errors_of(sweep(methods=["jaccard", "dice"]))
     assert "'dice'" in error and "none, int, union, jaccard" in error
 
 
@@ -77,7 +77,7 @@ def test_bad_domain_sets():
     assert any("domain_sets[1]=['digits', 'digits'] repeats a domain" in e for e in errors)
 
 
-@pytest.mark.parametrize("key", ["budgets", "backbones", "sharing", "seeds"])
+@pytest.mark.parametrize("key", ["budgets", "backbones", "methods", "seeds"])
 def test_empty_axis(key):
     [error] = errors_of(sweep(**{key: []}))
     assert error.startswith(f"{key}=[] sweeps nothing")
@@ -238,14 +238,14 @@ def test_every_bad_search_key_is_named_with_its_fix():
 
 
 def test_a_search_chooses_among_known_losses():
-    assert errors_of(optuna_sweep("search.sharing=[union,dice]")) == [
-        "search.sharing has unknown loss(es) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
-    assert "search.sharing=[] leaves no loss to choose" in errors_of(optuna_sweep("search.sharing=[]"))[0]
-    [repeated] = errors_of(optuna_sweep("search.sharing=[union,union]"))
-    assert "search.sharing=['union', 'union'] repeats a loss" in repeated
-    # the `sharing` axis, the default choices, is checked once, as an axis
-    assert errors_of(optuna_sweep("sharing=[union,dice]")) == [
-        "sharing has unknown loss(es) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
+    assert errors_of(optuna_sweep("search.methods=[union,dice]")) == [
+        "search.methods has unknown method(s) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
+    assert "search.methods=[] leaves no method to choose" in errors_of(optuna_sweep("search.methods=[]"))[0]
+    [repeated] = errors_of(optuna_sweep("search.methods=[union,union]"))
+    assert "search.methods=['union', 'union'] repeats a method" in repeated
+    # the `methods` axis, the default choices, is checked once, as an axis
+    assert errors_of(optuna_sweep("methods=[union,dice]")) == [
+        "methods has unknown method(s) 'dice'; known: " + ", ".join(SHARING_OPTIONS)]
 
 
 def test_a_search_keeps_one_backbone_domain_set_and_seed():

@@ -12,7 +12,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 EPOCHS = 12
 
-# The sweep's own Tuner (orchestrator.sweep._tuner) around a trainable that checkpoints every epoch, on local Ray
+# The sweep's own Tuner (orchestrator.tuner.build_tuner) around a trainable that checkpoints every epoch, on local Ray
 # in a fresh process; prints how many times Tune saved the experiment state.
 SCRIPT = textwrap.dedent(
     """
@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from ray.tune.execution.tune_controller import TuneController
     from orchestrator.config import plan_sweep
     from orchestrator.config_store import compose_sweep_config
-    from orchestrator.sweep import _tuner
+    from orchestrator.tuner import build_tuner
 
     epochs, storage = int(sys.argv[1]), sys.argv[2]
     saves = []
@@ -37,7 +37,7 @@ SCRIPT = textwrap.dedent(
     overrides = ["preset=smoke", "budgets=[0.5]", "seeds=[0]", f"ray.storage_path={storage}"]
     plan = plan_sweep(compose_sweep_config(overrides))
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
-    _tuner(plan, f"{storage}/snapshots", None, tune.with_resources(trainable, {"cpu": 1}), []).fit()
+    build_tuner(plan, f"{storage}/snapshots", None, tune.with_resources(trainable, {"cpu": 1}), []).fit()
     print(len(saves))
     """
 )

@@ -1,4 +1,4 @@
-"""The sweep's live page (orchestrator.sweep.SweepProgress), driven by Tune's callbacks with scripted trials."""
+"""The sweep's live page (orchestrator.live_page.SweepProgress), driven by Tune's callbacks with scripted trials."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from types import SimpleNamespace
 
 from bap import metrics as M
 from benchmarks.large_sweep import PUBLISH_LINE
-from orchestrator.sweep import SweepProgress
+from orchestrator.live_page import SweepProgress
 from orchestrator.tracking import PARETO_TAG, STOPPED_TAG, find_or_create_child
-from tests.orchestrator.helpers import closed_port_uri
+from tests.orchestrator.helpers import closed_port_uri, tag_trial
 
 
 def trial(run_id: str | None):
@@ -39,8 +39,7 @@ def test_publishing_waits_for_its_interval_and_happens_on_a_later_step(store, tw
     second = find_or_create_child(client, experiment_id, parent, "t2", "second")
     for key, value in ((M.ACC_MEAN, 70.0), (M.PARAMS_TOTAL, 1000.0), (M.PARAMS_RATIO, 0.5), (M.MACS_RATIO, 0.5)):
         client.log_metric(second, key, value)
-    for key, value in (("budget", "0.75"), ("sharing", "union"), ("backbone", "resnet26")):
-        client.set_tag(second, key, value)
+    tag_trial(client, second, budget=0.75)
     client.set_terminated(second, "FINISHED")
     progress.on_trial_complete(0, [], trial(second))
     assert client.get_run(parent).data.metrics[M.TRIALS_FINISHED] == 2  # the summary at once
@@ -53,7 +52,7 @@ def test_publishing_waits_for_its_interval_and_happens_on_a_later_step(store, tw
 
 def test_an_unreachable_server_skips_the_update_without_stopping_the_sweep(caplog, monkeypatch):
     # An entry point run in-process by an earlier test (Hydra's logging setup) may have disabled the logger.
-    monkeypatch.setattr(logging.getLogger("orchestrator.sweep"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("orchestrator.live_page"), "disabled", False)
     progress = SweepProgress(closed_port_uri(), "0", "parent", publish_every_s=0)
     with caplog.at_level(logging.WARNING):
         progress.on_trial_complete(0, [], trial("run"))
@@ -95,11 +94,11 @@ def test_a_trial_the_scheduler_stops_is_tagged_and_counted_stopped_never_finishe
 
 def test_each_publish_logs_its_time_as_benchmarks_large_sweep_reads_it(store, two_trial_sweep, caplog, monkeypatch):
     # An earlier in-process sweep's logging set-up may have disabled the module's logger; a driver's has it on.
-    monkeypatch.setattr(logging.getLogger("orchestrator.sweep"), "disabled", False)
+    monkeypatch.setattr(logging.getLogger("orchestrator.live_page"), "disabled", False)
     uri, client, experiment_id = store
     parent, done, _ = two_trial_sweep
     progress = SweepProgress(uri, experiment_id, parent, publish_every_s=0)
-    with caplog.at_level(logging.INFO, logger="orchestrator.sweep"):
+    with caplog.at_level(logging.INFO, logger="orchestrator.live_page"):
         progress.on_trial_complete(0, [], trial(done))
     published = [float(s) for s in PUBLISH_LINE.findall(caplog.text)]
     assert len(published) == 1 and published[0] >= 0

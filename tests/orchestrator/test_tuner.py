@@ -9,35 +9,35 @@ from ray import tune
 from bap import metrics as M
 from orchestrator.config import plan_sweep
 from orchestrator.config_store import compose_sweep_config
-from orchestrator.sweep import _param_space, _searcher
+from orchestrator import tuner
 
-SEARCH = ["search=optuna", "sharing=[union,jaccard]", "search.budget=[0.3,0.9]", "search.sharing_weight=[1,30]"]
+SEARCH = ["search=optuna", "methods=[union,jaccard]", "search.budget=[0.3,0.9]", "search.sharing_weight=[1,30]"]
 
 
 def suggestions(plan, n):
-    searcher = _searcher(plan)
-    searcher.set_search_properties(None, None, _param_space(plan))  # what Tune does with the param space
+    searcher = tuner.searcher(plan)
+    searcher.set_search_properties(None, None, tuner.param_space(plan))  # what Tune does with the param space
     return searcher, [searcher.suggest(f"t{i}") for i in range(n)]
 
 
 def test_a_grid_gives_tune_each_axis_as_a_grid_and_no_searcher():
-    plan = plan_sweep(compose_sweep_config(["sharing=[union,none]"]))
-    assert _searcher(plan) is None
-    assert _param_space(plan) == {"backbone": tune.grid_search(["resnet26"]), "domains": tune.grid_search([None]),
-                                  "sharing": tune.grid_search(["union", "none"]),
+    plan = plan_sweep(compose_sweep_config(["methods=[union,none]"]))
+    assert tuner.searcher(plan) is None
+    assert tuner.param_space(plan) == {"backbone": tune.grid_search(["resnet26"]), "domains": tune.grid_search([None]),
+                                  "method": tune.grid_search(["union", "none"]),
                                   "budget": tune.grid_search([0.25, 0.5, 1.0]), "seed": tune.grid_search([0])}
 
 
 def test_a_search_fixes_the_kept_axes_and_draws_the_rest_within_its_ranges():
     plan = plan_sweep(compose_sweep_config(SEARCH))
-    space = _param_space(plan)
+    space = tuner.param_space(plan)
     assert {k: space[k] for k in ("backbone", "domains", "seed")} == {"backbone": "resnet26", "domains": None,
                                                                        "seed": 0}
     searcher, drawn = suggestions(plan, 8)
     assert searcher.metric == [M.ACC_MEAN, M.PARAMS_RATIO] and searcher.mode == ["max", "min"]
-    assert all(set(d) == {"budget", "sharing", "sharing_weight"} for d in drawn)  # the fixed ones come from Tune
+    assert all(set(d) == {"budget", "method", "sharing_weight"} for d in drawn)  # the fixed ones come from Tune
     assert all(0.3 <= d["budget"] <= 0.9 and 1 <= d["sharing_weight"] <= 30 for d in drawn)
-    assert {d["sharing"] for d in drawn} <= {"union", "jaccard"} and len({d["budget"] for d in drawn}) == 8
+    assert {d["method"] for d in drawn} <= {"union", "jaccard"} and len({d["budget"] for d in drawn}) == 8
 
 
 def test_the_sampler_is_seeded_and_learns_from_both_final_metrics():

@@ -10,15 +10,16 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import bap
+from orchestrator.closing import close_sweep
 from orchestrator.config import MlflowConfig, SweepConfig
+from orchestrator.errors import ClosingSpooled
 from orchestrator.report import main as report_main
 from orchestrator.spool import FINISH_SWEEP, Recorder, sync_spools
-from orchestrator.sweep import _close
 from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
 from orchestrator.trainable import record_trial
 from tests.orchestrator.helpers import closed_port_uri
 
-PARAMS = {"budget": 0.5, "sharing": "union", "backbone": "resnet26", "domains": None, "seed": 0}
+PARAMS = {"budget": 0.5, "method": "union", "backbone": "resnet26", "domains": None, "seed": 0}
 
 
 def test_a_trial_that_raises_is_failed_with_its_error_and_a_retry_reopens_it(store, tmp_path):
@@ -55,8 +56,7 @@ def test_a_stopped_trial_is_killed(store, tmp_path):
     assert run.info.status == "KILLED" and ERROR_TAG not in run.data.tags
 
 
-def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_it(store, two_trial_sweep, tmp_path,
-                                                                                   capsys):
+def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_it(store, two_trial_sweep, tmp_path):
     uri, client, experiment_id = store
     parent, done, unfinished = two_trial_sweep
     spool = tmp_path / "spool"
@@ -65,11 +65,11 @@ def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_
     trial.set_tags({"late": "write"})  # a trial's last write that MLflow missed
     cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=down_uri, end_wait_s=0))
     down = MlflowClient(down_uri)
-    with pytest.raises(SystemExit) as exited:
-        _close(cfg, down, experiment_id, parent, Recorder(down, parent, str(spool)), "FINISHED", {},
-               str(spool))
-    assert exited.value.code == 3
-    line = capsys.readouterr().err.strip()
+    with pytest.raises(ClosingSpooled) as spooled:
+        close_sweep(cfg, down, experiment_id, parent, Recorder(down, parent, str(spool)), "FINISHED", {},
+                    str(spool))
+    assert spooled.value.exit_code == 3
+    line = str(spooled.value)
     assert "unreachable at the end of the sweep" in line and "(FINISHED)" in line and str(spool) in line
     command = line.split("run: ", 1)[1]
     assert command == (f"python -m orchestrator.report experiment=exp mlflow.tracking_uri={down_uri} "
@@ -129,8 +129,8 @@ def test_a_server_back_just_in_time_still_gives_the_true_front(store, two_trial_
     parent, done, unfinished = two_trial_sweep
     flaky = FailsOnce(client)
     cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=uri, end_wait_s=0))
-    table = _close(cfg, flaky, experiment_id, parent, Recorder(flaky, parent, str(tmp_path / "spool")), "FINISHED",
-                   {}, str(tmp_path / "spool"))
-    assert [row["run_id"] for row in table] == [done]  # the front it closed with, not an empty table
+    table = close_sweep(cfg, flaky, experiment_id, parent, Recorder(flaky, parent, str(tmp_path / "spool")),
+                        "FINISHED", {}, str(tmp_path / "spool"))
+    assert [row["run_id"] for row in table.rows] == [done]  # the front it closed with, not an empty table
     assert client.get_run(parent).info.status == "FINISHED"
     assert client.get_run(unfinished).info.status == "KILLED"
