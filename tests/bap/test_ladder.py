@@ -1,7 +1,5 @@
 """The budget ladder: one anneal, a branch per rung, each rung a normal trial's result (bap.ladder)."""
 
-import dataclasses
-
 import pytest
 import torch
 
