@@ -23,8 +23,7 @@ from hydra.core.override_parser.types import Override, QuotedString
 from hydra.errors import HydraException
 
 from orchestrator.config import SweepConfig
-
-INVALID_CONFIG = 2  # the exit status of every entry point for a config that fails validation
+from orchestrator.errors import INVALID_CONFIG, SweepError
 # Renamed keys: the old spelling is still read, with a warning.
 DEPRECATED_KEYS = {"budget.budget": "budget.beta", "tracking_uri": "mlflow.tracking_uri"}
 # orchestrator.report's flags before it took Hydra overrides like every entry point: still read, with a warning.
@@ -145,7 +144,6 @@ def run_hydra(task: Callable, argv: Optional[List[str]] = None, config: str = "c
 
     from orchestrator.config import ReportConfig
     from orchestrator.config_store import REPORT_CONFIG_NAME, SWEEPS_DIR, VERSION_BASE, register_configs, to_config
-    from orchestrator.validate import SweepConfigError
 
     try:
         args = rewrite_sweep_args(sys.argv[1:] if argv is None else argv)
@@ -163,9 +161,10 @@ def run_hydra(task: Callable, argv: Optional[List[str]] = None, config: str = "c
             sys.exit(INVALID_CONFIG)
         try:
             task(typed)
-        except SweepConfigError as err:  # names every bad key and its fix; a traceback would only bury it
-            print(err, file=sys.stderr)
-            sys.exit(INVALID_CONFIG)
+        except SweepError as err:  # names the key or service and the fix; a traceback would only bury it
+            if str(err):
+                print(err, file=sys.stderr)
+            sys.exit(err.exit_code)
 
     saved, sys.argv = sys.argv, sys.argv[:1] + args
     try:
@@ -184,7 +183,7 @@ def dry_run(cfg: SweepConfig) -> None:
     """Print the trials (a search: its space) and the validation result; local resources stand in for the
     cluster's."""
     from orchestrator.config import objectives, plan_sweep, trial_name
-    from orchestrator.validate import SweepConfigError, local_resources, validate
+    from orchestrator.validate import local_resources, validate
 
     plan = plan_sweep(cfg)
     if plan.space:
@@ -195,11 +194,7 @@ def dry_run(cfg: SweepConfig) -> None:
             "space": {name: {d.kind: list(d.values)} for name, d in plan.space.items()}}}))
     else:
         print(json.dumps({"experiment": cfg.experiment, "trials": [{"name": trial_name(t), **t} for t in plan.trials]}))
-    try:
-        validate(plan, cluster_resources=None if cfg.ray.address else local_resources())
-    except SweepConfigError as err:
-        print(err, file=sys.stderr)
-        sys.exit(INVALID_CONFIG)
+    validate(plan, cluster_resources=None if cfg.ray.address else local_resources())  # run_hydra reports errors
     if plan.space:
         print(f"ok: a search of {cfg.search.num_samples} trial(s), valid", file=sys.stderr)
     else:

@@ -19,6 +19,7 @@ from bap import metrics as M
 from orchestrator.cli import QUIET_HYDRA
 from orchestrator.config import ReportConfig
 from orchestrator.config_store import REPORT_CONFIG_NAME
+from orchestrator.errors import UsageError
 from orchestrator.front import format_table, hypervolume_by_sweep, log_summary, publish_front, read_sweep
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOLS, sync_spools
@@ -42,11 +43,11 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     experiment_obj = client.get_experiment_by_name(experiment)
     if experiment_obj is None:
         known = [e.name for e in client.search_experiments()]
-        raise SystemExit(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
+        raise UsageError(f"error: experiment={experiment!r} is not in {tracking_uri}; known: {', '.join(known)}")
     sweep = read_sweep(client, experiment_obj.experiment_id)  # one paged read of every trial
     records = sweep.records
     if not records:
-        raise SystemExit(f"error: experiment {experiment!r} has no finished trial yet")
+        raise UsageError(f"error: experiment {experiment!r} has no finished trial yet")
     if include_heavy:
         for record in records:
             record[M.PROJECTION_HEAVY] = False

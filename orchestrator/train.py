@@ -13,6 +13,7 @@ import tempfile
 
 from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.config import SweepConfig, plan_sweep, resolve_paths, trial_name
+from orchestrator.errors import UsageError
 from orchestrator.pretrained import backbone_weights
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment, use_fail_fast_http
@@ -38,10 +39,10 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
     cfg, trials = plan.cfg, plan.trials
     validate(plan, cluster_resources=local_resources())
     if plan.space:
-        raise SystemExit(f"error: orchestrator.train runs one trial; search={cfg.search.algorithm} picks many, so run "
+        raise UsageError(f"error: orchestrator.train runs one trial; search={cfg.search.algorithm} picks many, so run "
                          "it with orchestrator.sweep, or drop search=... and pick one trial, e.g. budget=0.5")
     if len(trials) != 1:
-        raise SystemExit(f"error: orchestrator.train runs one trial but this config gives {len(trials)} "
+        raise UsageError(f"error: orchestrator.train runs one trial but this config gives {len(trials)} "
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "
                          "or run them all with orchestrator.sweep")
     params = trials[0]

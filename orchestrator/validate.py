@@ -15,11 +15,12 @@ from bap.config import SHARING_OPTIONS
 from bap.models import list_models
 from orchestrator.config import (EMBEDDED_WEIGHTS, LOG_UNIFORM, SAMPLERS, SCHEDULERS, SEARCH_ALGORITHMS, SEARCH_COSTS,
                                  SweepConfig, SweepPlan, weights_path)
+from orchestrator.errors import ConfigError
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
 
-class SweepConfigError(ValueError):
+class SweepConfigError(ConfigError):
     """All problems of a sweep config; ``errors`` holds one message per problem."""
 
     def __init__(self, errors: Sequence[str]) -> None:
@@ -268,7 +269,7 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
 
 
 def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = None) -> None:
-    """Raise ``SweepConfigError`` (a ``ValueError``) listing every problem of the sweep ``plan``; return None if
+    """Raise ``SweepConfigError`` (a ``ConfigError``, so a ``ValueError``) listing every problem of the sweep ``plan``; return None if
     sound.
 
     ``cluster_resources`` is ``ray.cluster_resources()`` (or ``local_resources()``); None skips the check that

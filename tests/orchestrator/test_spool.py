@@ -10,6 +10,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from orchestrator.config import RayConfig, SweepConfig
+from orchestrator.errors import UsageError
 from orchestrator.report import report
 from orchestrator.spool import DEFAULT_SPOOL, Recorder
 from orchestrator.sweep import _spool_dir
@@ -120,7 +121,7 @@ def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, mo
         run_id = client.create_run(experiment_id).info.run_id
         Recorder(down, run_id, spool).log_metrics({"acc_mean": 50.0, "params_total": 10.0}, step=1)
         runs[run_id] = spool
-    with pytest.raises(SystemExit, match="no finished trial"):  # plain runs, no sweep's: nothing to plot after
+    with pytest.raises(UsageError, match="no finished trial"):  # plain runs, no sweep's: nothing to plot after
         report(experiment="exp", tracking_uri=uri, sync=True)  # no spool_dir: the defaults, from the cwd
     for run_id in runs:
         assert client.get_run(run_id).data.metrics["acc_mean"] == 50.0
