@@ -38,7 +38,7 @@ from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
-from orchestrator.spool import DEFAULT_SPOOL, Recorder, sync_spools
+from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped, sync_spools
 from orchestrator.stopping import ParetoStopping
 from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, client_for, ensure_experiment,
                                    flatten, poll, run_page, use_fail_fast_http, with_retries)
@@ -158,10 +158,11 @@ def _spool_dir(cfg: SweepConfig) -> str:
     """Where trials keep MLflow writes the server did not take: beside Tune's results when ``ray.storage_path``
     is a directory (one every node mounts, like the compose stack's ``runs`` volume), so the driver and
     ``orchestrator.report sync=true`` can replay them. A URI (s3://...) is no directory to append to: each node
-    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report sync=true`` replays on that node."""
-    if "://" in cfg.ray.storage_path:
-        return os.path.abspath(DEFAULT_SPOOL)
-    return os.path.join(cfg.ray.storage_path, "mlflow_spool")
+    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report sync=true`` replays on that node.
+    Either way in the folder of this tracking store and experiment (``spool.scoped``)."""
+    root = os.path.abspath(DEFAULT_SPOOL) if "://" in cfg.ray.storage_path else \
+        os.path.join(cfg.ray.storage_path, "mlflow_spool")
+    return scoped(root, cfg.mlflow.tracking_uri, cfg.experiment)
 
 
 def _scheduler(cfg: SweepConfig):
@@ -272,9 +273,9 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
         validate(plan, cluster_resources=None if plan.cfg.ray.address else local_resources())
         check_same_sweep(found.data.params, plan.cfg)
         sweep_dir = found.data.tags[SWEEP_TAG]
-        check_restorable(sweep_dir, found)
+        restore_from = check_restorable(sweep_dir, found)  # the file system serving only verified bytes, and path
     else:
-        sweep_dir = _new_sweep_dir(plan.cfg)
+        sweep_dir, restore_from = _new_sweep_dir(plan.cfg), None
     cfg = plan.cfg
     weights = backbone_weights(plan)
     _ray_init(cfg)
@@ -290,7 +291,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
         parent_run_id = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={
             SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd(), **({COMMAND_TAG: command} if command else {}),
         }).info.run_id
-    parent = Recorder(client, parent_run_id, spool_dir)
+    parent = Recorder(client, parent_run_id, spool_dir, finish_sweep)
     if not resume:
         parent.log_params({**flatten(dataclasses.asdict(cfg)),
                            **{f"axis.{k}": str(v) for k, v in plan.axes.items()}})
@@ -298,7 +299,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
 
     status, failed, errors = "KILLED", [], {}
     try:
-        tuner = _tuner(plan, sweep_dir, resume, tune.with_resources(
+        tuner = _tuner(plan, sweep_dir, restore_from, tune.with_resources(
             tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
                                  spool_dir=spool_dir, weights=weights),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
@@ -375,11 +376,14 @@ def _environ(values: dict[str, str]) -> Iterator[None]:
                 os.environ[name] = previous
 
 
-def _tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
+def _tuner(plan: SweepPlan, sweep_dir: str, restore_from: tuple | None, trainable, callbacks: list) -> tune.Tuner:
     cfg = plan.cfg
-    if resume:
-        # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
-        return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
+    if restore_from:
+        # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl, read through the
+        # verifying file system (orchestrator.verified_fs), as is everything Tune and the trials read back.
+        filesystem, path = restore_from
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
     reporter = tune.CLIReporter(parameter_columns={name: name for name in ("budget", "sharing", *plan.space)},
                                 metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
     return tune.Tuner(
@@ -427,7 +431,7 @@ def _close(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str, par
     parent.finish_sweep(experiment_id, status, errors)
     if not parent.pending():  # the server came back just now and took the closing: read the front it published
         return pareto_table(collect_records(client, experiment_id, parent_run_id))
-    pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
+    pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir, finish_sweep).items() if n}
     print(f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "
           f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "
           f"{spool_dir}; when it is back, run: python -m orchestrator.report "
@@ -443,7 +447,7 @@ def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[
 
     def replayed() -> bool:
         left.clear()
-        left.update({run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n})
+        left.update({run: n for run, n in sync_spools(tracking_uri, spool_dir, finish_sweep).items() if n})
         return not left
 
     poll(replayed, timeout_s)

@@ -27,6 +27,8 @@ COMMAND_TAG = "bap.command"  # on the parent: the command line that started the 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # On the parent: digests of the Tune files a resume may unpickle (orchestrator.resume); written by the driver only.
 DIGESTS_TAG = "bap.sweep_digests"
+# On the parent, one per trial folder (this prefix + its name): digests of its recent checkpoints' files; the same.
+CHECKPOINT_DIGESTS_PREFIX = DIGESTS_TAG + "/"
 PARETO_TAG = "pareto_optimal"
 ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
 STOPPED_TAG = "bap.stopped_early"  # on a KILLED run the scheduler stopped: which scheduler, at which epoch
