@@ -24,7 +24,7 @@ from orchestrator.errors import ClosingSpooled, UsageError
 from orchestrator.front import finish_sweep, format_table, hypervolume_by_sweep, log_summary, publish_front, read_sweep
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.spool import DEFAULT_SPOOL, scoped, sync_spools
-from orchestrator.tracking import client_for, use_fail_fast_http
+from orchestrator.tracking import check_mlflow, client_for, use_fail_fast_http
 
 # `sync=true` without spool_dir= replays the experiment's folder in both default spools: orchestrator.train's (and
 # a sweep's with a URI storage), and a sweep's beside its Tune results under the default ray.storage_path.
@@ -62,6 +62,7 @@ def report(experiment: str, tracking_uri: str, sync: bool = False, spool_dir: st
     ``sync`` first replays the writes spooled while MLflow was down (``sync_experiment``). ``include_heavy`` lets trials whose final budget
     projection was heavy onto the front (left off by default). ``model_registry`` registers the front's models under
     that name."""
+    check_mlflow(tracking_uri)
     if sync:
         sync_experiment(experiment, tracking_uri, spool_dir)
     client = client_for(tracking_uri)

@@ -19,7 +19,6 @@ import signal
 import socket
 import sys
 import time
-import urllib.parse
 from typing import Callable, Iterator
 
 import optuna
@@ -33,6 +32,7 @@ from bap.engine.cpu_memory import limit_arenas
 from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, resolve_paths, trial_name
 from orchestrator.front import (collect_records, finish_sweep, format_table, log_summary, publish_front, read_sweep,
                                 run_record, sweep_note)
+from orchestrator.interrupts import after_ray_init, closing, reported
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
@@ -40,8 +40,8 @@ from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorabl
                                  recorded_config, resume_target)
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped, sync_spools
 from orchestrator.stopping import ParetoStopping
-from orchestrator.tracking import (COMMAND_TAG, STOPPED_TAG, SWEEP_TAG, client_for, ensure_experiment,
-                                   flatten, poll, run_page, use_fail_fast_http, with_retries)
+from orchestrator.tracking import (COMMAND_TAG, SERVICE_TIMEOUT_S, STOPPED_TAG, SWEEP_TAG, check_mlflow, client_for,
+                                   ensure_experiment, flatten, poll, run_page, use_fail_fast_http, with_retries)
 from orchestrator.trainable import PROGRESS_METRICS, run_trial
 from orchestrator.validate import local_resources, validate
 
@@ -211,9 +211,6 @@ def _param_space(plan: SweepPlan) -> dict:
     return space
 
 
-SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
-
-
 def _connect(host: str, port: int) -> None:
     socket.create_connection((host.strip("[]") or "127.0.0.1", port), timeout=SERVICE_TIMEOUT_S).close()
 
@@ -222,17 +219,7 @@ def check_services(cfg: SweepConfig) -> None:
     """Fail within seconds, naming the variable, the address and the fix, when MLflow or the Ray cluster cannot be
     reached: before any pretraining, MLflow run or Ray job (an unreachable service used to mean minutes of silent
     retries, then a traceback and a parent run left RUNNING)."""
-    uri = cfg.mlflow.tracking_uri
-    if uri.startswith(("http://", "https://")):
-        url = urllib.parse.urlsplit(uri)
-        try:
-            # The socket bounds an address that drops packets; the request checks an MLflow server answers.
-            _connect(url.hostname or "", url.port or (443 if url.scheme == "https" else 80))
-            client_for(uri).search_experiments(max_results=1)
-        except Exception as error:  # connection refused, DNS, timeout, HTTP error: all mean "not usable"
-            raise SystemExit(f"error: MLflow at {uri} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is unreachable "
-                             f"({type(error).__name__}); start the server (e.g. `docker compose up mlflow`), fix "
-                             "the address, or unset it for a local sqlite:///mlflow.db") from None
+    check_mlflow(cfg.mlflow.tracking_uri)
     address = cfg.ray.address
     if address and address != "auto":
         host, _, port = address.split("://", 1)[-1].rpartition(":")
@@ -279,6 +266,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     cfg = plan.cfg
     weights = backbone_weights(plan)
     _ray_init(cfg)
+    after_ray_init()  # Ray's SIGTERM handler replaced ours (orchestrator.interrupts)
     validate(plan, cluster_resources=ray.cluster_resources())
 
     spool_dir = _spool_dir(cfg)
@@ -316,11 +304,13 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     except KeyboardInterrupt:  # a second Ctrl-C, or one before Tune started
         pass
     except Exception:  # Tune itself broke: the parent must not stay RUNNING
-        with contextlib.suppress(Exception, SystemExit):
+        with contextlib.suppress(Exception, SystemExit), \
+                closing("FAILED", lambda: client.set_terminated(parent_run_id, "KILLED")):
             _close(cfg, client, experiment_id, parent_run_id, parent, "FAILED", errors, spool_dir)
         raise
 
-    table = _close(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
+    with closing(status, lambda: client.set_terminated(parent_run_id, "KILLED")):  # a signal here is deferred
+        table = _close(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
     print(format_table(table))
     print(f"{len(table)} finished trial(s), {len(failed)} failed; "
           f"MLflow parent run {parent_run_id} ({status}) in experiment {cfg.experiment!r} at "
@@ -463,7 +453,8 @@ def main() -> None:
 
     sigterm_as_ctrl_c()
     use_fail_fast_http()
-    run_hydra(functools.partial(run_sweep, command=shlex.join(["python", "-m", "orchestrator.sweep", *sys.argv[1:]])))
+    run_hydra(reported(functools.partial(run_sweep,
+                                         command=shlex.join(["python", "-m", "orchestrator.sweep", *sys.argv[1:]]))))
 
 
 if __name__ == "__main__":

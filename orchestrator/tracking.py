@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
+import urllib.parse
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from mlflow.tracking import MlflowClient
@@ -51,6 +53,29 @@ def use_fail_fast_http() -> None:
 
 def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
+
+
+SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
+
+
+def check_mlflow(uri: str) -> None:
+    """Raise ``ServiceUnavailable`` within seconds, naming the variable, the address and the fix, when the MLflow
+    server at ``uri`` cannot be used (every entry point, before any run: an unreachable server used to mean
+    minutes of silent retries, then a traceback). A local store is checked by validation."""
+    from orchestrator.errors import ServiceUnavailable
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = urllib.parse.urlsplit(uri)
+    try:
+        # The socket bounds an address that drops packets; the request checks an MLflow server answers.
+        socket.create_connection(((url.hostname or "").strip("[]") or "127.0.0.1",
+                                  url.port or (443 if url.scheme == "https" else 80)), timeout=SERVICE_TIMEOUT_S).close()
+        client_for(uri).search_experiments(max_results=1)
+    except Exception as error:  # connection refused, DNS, timeout, HTTP error: all mean "not usable"
+        raise ServiceUnavailable(f"error: MLflow at {uri} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is unreachable "
+                                 f"({type(error).__name__}); start the server (e.g. `docker compose up mlflow`), fix "
+                                 "the address, or unset it for a local sqlite:///mlflow.db") from None
 
 
 # MLflow 3's server otherwise starts a pool of GenAI job-runner processes that tracking never uses.

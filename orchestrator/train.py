@@ -16,7 +16,7 @@ from orchestrator.config import SweepConfig, plan_sweep, resolve_paths, trial_na
 from orchestrator.errors import UsageError
 from orchestrator.pretrained import backbone_weights
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped
-from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment, use_fail_fast_http
+from orchestrator.tracking import TRIAL_NAME_TAG, check_mlflow, client_for, ensure_experiment, use_fail_fast_http
 from orchestrator.trainable import record_trial, with_weights
 from orchestrator.validate import local_resources, validate
 
@@ -46,6 +46,7 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "
                          "or run them all with orchestrator.sweep")
     params = trials[0]
+    check_mlflow(cfg.mlflow.tracking_uri)
     weights = backbone_weights(plan)
     client = client_for(cfg.mlflow.tracking_uri)
     experiment_id = ensure_experiment(client, cfg.experiment)
