@@ -33,6 +33,7 @@ from orchestrator.config import SweepConfig, SweepPlan, objectives, plan_sweep, 
 from orchestrator.front import (collect_records, finish_sweep, format_table, log_summary, publish_front, read_sweep,
                                 run_record, sweep_note)
 from orchestrator.interrupts import after_ray_init, closing, reported
+from orchestrator.local_ray import start_local_ray
 from orchestrator.mlflow_model import register_front_models
 from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
@@ -238,8 +239,9 @@ def _ray_init(cfg: SweepConfig) -> None:
     if cfg.ray.address:
         ray.init(address=cfg.ray.address, log_to_driver=True)
     else:
-        # A local Ray gets the package through the working directory it starts in.
-        ray.init(num_cpus=int(local_resources()["CPU"]), include_dashboard=False)
+        # A local Ray gets the package through the working directory it starts in; bound to 127.0.0.1, its token
+        # file private (orchestrator.local_ray).
+        start_local_ray(int(local_resources()["CPU"]))
 
 
 def run_sweep(cfg: SweepConfig, command: str | None = None):
@@ -264,10 +266,10 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     else:
         sweep_dir, restore_from = _new_sweep_dir(plan.cfg), None
     cfg = plan.cfg
-    weights = backbone_weights(plan)
     _ray_init(cfg)
     after_ray_init()  # Ray's SIGTERM handler replaced ours (orchestrator.interrupts)
-    validate(plan, cluster_resources=ray.cluster_resources())
+    validate(plan, cluster_resources=ray.cluster_resources())  # before any pretraining: a cluster too small fails now
+    weights = backbone_weights(plan, in_ray=True)  # a Ray task: inside Ray's CPU accounting
 
     spool_dir = _spool_dir(cfg)
     experiment_id = ensure_experiment(client, cfg.experiment)

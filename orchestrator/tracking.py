@@ -82,13 +82,18 @@ def check_mlflow(uri: str) -> None:
 UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}"
 
 
+# MLflow's address as a person's browser reaches it, where that differs from the tracking URI (the compose stack's
+# containers reach http://mlflow:5000, a browser on the host http://127.0.0.1:5000).
+PUBLIC_URL_ENV = "BAP_MLFLOW_PUBLIC_URL"
+
+
 def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server, or the command that
-    serves a local store followed by the address."""
+    """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server (``$BAP_MLFLOW_PUBLIC_URL``
+    when set), or the command that serves a local store followed by the address."""
     # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
     page = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
     if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/") + page
+        return (os.environ.get(PUBLIC_URL_ENV) or tracking_uri).rstrip("/") + page
     return f"`{UI_COMMAND.format(uri=tracking_uri)}`, then http://127.0.0.1:5000{page}"
 
 

@@ -37,3 +37,28 @@ def test_embedded_weights_are_pretrained_once_cached_and_loadable(tmp_path, monk
     file_cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, weights=str(tmp_path / "{backbone}.pt")))
     (tmp_path / "resnet26.pt").write_bytes(b"bytes as they are")
     assert pretrained.backbone_weights(plan_sweep(file_cfg)) == {"resnet26": b"bytes as they are"}
+
+
+def test_a_sweep_pretrains_as_a_ray_task_with_a_trials_resources(tmp_path, monkeypatch):
+    # Inside Ray's CPU accounting: the driver's machine may have no CPU to spare (the compose sweep container).
+    import os
+
+    import ray
+
+    monkeypatch.setattr(pretrained, "CACHE_DIR", str(tmp_path / "driver-cache"))
+    monkeypatch.setenv("BAP_CACHE_DIR", str(tmp_path / "node-cache"))  # the task's node reads its own
+    cfg = SweepConfig()
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
+        data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8),
+        train=dataclasses.replace(cfg.train, device="cpu"))
+    ray.init(num_cpus=1, include_dashboard=False)
+    try:
+        (blob,) = pretrained.backbone_weights(plan_sweep(cfg), in_ray=True).values()
+        node_files = os.listdir(tmp_path / "node-cache")
+    finally:
+        ray.shutdown()
+    assert torch.load(io.BytesIO(blob), weights_only=True)["fc.weight"].shape[0] == 10
+    assert len(node_files) == 1  # pretrained in the task, into its node's cache
+    (cached,) = (tmp_path / "driver-cache").iterdir()
+    assert cached.read_bytes() == blob  # and the driver keeps a copy
