@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -49,3 +50,34 @@ def test_unreachable_ray_fails_within_30_s_before_any_mlflow_run(tmp_path):
 
         client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
         assert not [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
+
+
+def test_a_cluster_too_small_for_a_trial_is_named_before_any_pretraining(tmp_path):
+    # With RAY_ADDRESS the resources are known only once connected: checked then, before the backbone is
+    # pretrained (minutes on a real preset) and before any MLflow run.
+    port = _closed_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path)}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    head = subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
+                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        environment = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+                       "BAP_CACHE_DIR": str(tmp_path / "cache")}
+        deadline = time.monotonic() + 120
+        while True:  # the head is up when its GCS port answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "ray start --head did not come up"
+                time.sleep(1)
+        done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "budgets=0.5", "ray.cpus_per_trial=4",
+                               "model.width=0.125"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "ray.cpus_per_trial=4 but the cluster has 1 CPU(s)" in done.stderr
+    assert "pretraining" not in done.stderr and not (tmp_path / "cache").exists()

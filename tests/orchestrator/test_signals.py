@@ -58,7 +58,7 @@ def test_sigterm_before_the_sweep_started_says_so_without_a_traceback(tmp_path):
     # During the pretraining of the backbone (model.weights=embedded, cache empty): before Ray and any MLflow run.
     driver, err = _driver(["budgets=0.5", "experiment=early", "model.width=0.125"], tmp_path)
     try:
-        assert err.wait_for("pretraining", 300), err.text()[-3000:]
+        assert err.wait_for("pretrain resnet26 on shapes", 300), err.text()[-3000:]  # its progress bar
         os.kill(driver.pid, signal.SIGTERM)
         driver.wait(timeout=120)
     finally:
