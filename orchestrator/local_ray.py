@@ -48,10 +48,12 @@ def private_token() -> None:
 
 
 def start_local_ray(num_cpus: int) -> None:
-    """``ray.init`` of a one-machine Ray bound to 127.0.0.1, with a private token file."""
+    """``ray.init`` of a new one-machine Ray bound to 127.0.0.1, with a private token file."""
     os.environ[_SINGLE_MACHINE_ENV] = "0"
     import ray._private.ray_constants as constants
 
     constants.ENABLE_RAY_CLUSTER = False
     private_token()
-    ray.init(num_cpus=num_cpus, include_dashboard=False)
+    # "local": a new Ray of this sweep's own, never a cluster someone else started on this machine (`ray start`),
+    # which a bare ray.init() would join.
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=False)

@@ -174,6 +174,10 @@ def check_restorable(sweep_dir: str, parent: Run) -> tuple[pyarrow.fs.FileSystem
                          "driver wrote them, and restoring would unpickle or load them. Not restored; start a new "
                          "sweep without resume=..., or restore the folder from a copy you trust")
     guarded = {checkpoint_dir(rel) for rel in checkpoints}
+    if guarded and not recorded_dirs:
+        raise UsageError(f"error: the sweep in {sweep_dir} (MLflow run {parent.info.run_id}) was recorded before its "
+                         "trial checkpoints were hashed, so they cannot be verified and would not be restored. Start a "
+                         "new sweep without resume=..., or resume it with the version of this project that started it")
     return pyarrow.fs.PyFileSystem(VerifiedReads(fs, root, allowed, guarded, parent.info.run_id)), root
 
 

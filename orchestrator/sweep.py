@@ -39,6 +39,7 @@ from orchestrator.plots import pareto_table
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
+from orchestrator.saved_view import pareto_page, share_pareto_view
 from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped, sync_spools
 from orchestrator.stopping import ParetoStopping
 from orchestrator.tracking import (COMMAND_TAG, SERVICE_TIMEOUT_S, STOPPED_TAG, SWEEP_TAG, check_mlflow, client_for,
@@ -281,6 +282,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
         parent_run_id = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={
             SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd(), **({COMMAND_TAG: command} if command else {}),
         }).info.run_id
+        share_pareto_view(client, experiment_id, parent_run_id)  # its trials' scatter in the runs page
     parent = Recorder(client, parent_run_id, spool_dir, finish_sweep)
     if not resume:
         parent.log_params({**flatten(dataclasses.asdict(cfg)),
@@ -320,6 +322,8 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     for r in failed:
         print(f"failed: {r.path}: {r.error}")
     print(f"open the sweep: {run_page(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)}")
+    print(f"its trials' acc_mean against params_ratio: "
+          f"{pareto_page(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)}")
     if status == "KILLED":
         print(f"interrupted: unfinished trial runs and the parent run are marked KILLED; resume with the same "
               f"arguments plus resume=true (this sweep: resume={sweep_dir})", file=sys.stderr)

@@ -87,14 +87,18 @@ UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store
 PUBLIC_URL_ENV = "BAP_MLFLOW_PUBLIC_URL"
 
 
-def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server (``$BAP_MLFLOW_PUBLIC_URL``
-    when set), or the command that serves a local store followed by the address."""
-    # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
-    page = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+def ui_page(tracking_uri: str, page: str) -> str:
+    """Where a person opens ``page`` (``/#/experiments/...``) of the MLflow UI: on a tracking server (at
+    ``$BAP_MLFLOW_PUBLIC_URL`` when set), or after the command that serves a local store."""
     if tracking_uri.startswith(("http://", "https://")):
         return (os.environ.get(PUBLIC_URL_ENV) or tracking_uri).rstrip("/") + page
     return f"`{UI_COMMAND.format(uri=tracking_uri)}`, then http://127.0.0.1:5000{page}"
+
+
+def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person opens ``run_id`` in the MLflow UI (``ui_page``)."""
+    # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
+    return ui_page(tracking_uri, f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning")
 
 
 def local_artifact_root(tracking_uri: str) -> str | None:

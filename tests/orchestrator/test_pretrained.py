@@ -52,7 +52,7 @@ def test_a_sweep_pretrains_as_a_ray_task_with_a_trials_resources(tmp_path, monke
         cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
         data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8),
         train=dataclasses.replace(cfg.train, device="cpu"))
-    ray.init(num_cpus=1, include_dashboard=False)
+    ray.init(address="local", num_cpus=1, include_dashboard=False)  # never a cluster someone started here
     try:
         (blob,) = pretrained.backbone_weights(plan_sweep(cfg), in_ray=True).values()
         node_files = os.listdir(tmp_path / "node-cache")

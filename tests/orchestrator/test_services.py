@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -58,8 +60,11 @@ def test_a_cluster_too_small_for_a_trial_is_named_before_any_pretraining(tmp_pat
     port = _closed_port()
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path)}
     ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    # Its own temp dir: the machine-wide /tmp/ray/ray_current_cluster, which a bare ray.init() joins, stays as it is.
+    temp_dir = tempfile.mkdtemp(prefix="bapray-", dir="/tmp")  # short: Ray's socket paths have a length limit
     head = subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
-                             "--include-dashboard=false", "--disable-usage-stats", "--block"],
+                             f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats",
+                             "--block"],
                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         environment = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
@@ -78,6 +83,7 @@ def test_a_cluster_too_small_for_a_trial_is_named_before_any_pretraining(tmp_pat
     finally:
         os.killpg(head.pid, signal.SIGTERM)
         head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
     assert done.returncode == 2, done.stderr[-3000:]
     assert "ray.cpus_per_trial=4 but the cluster has 1 CPU(s)" in done.stderr
     assert "pretraining" not in done.stderr and not (tmp_path / "cache").exists()

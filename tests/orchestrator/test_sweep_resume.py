@@ -259,9 +259,17 @@ def test_a_checkpoint_the_driver_never_learned_of_does_not_block_a_resume_but_is
     # The driver was killed after a worker wrote a checkpoint and before Tune told the driver of it: Tune's
     # state does not name that checkpoint, so the resume goes ahead; a read of it is refused all the same.
     client, sweep_dir, parent, digests = _recorded_sweep(store, tmp_path)
+    digests.record_checkpoint(pyarrow.fs.LocalFileSystem(), str(_checkpoint(sweep_dir, "trial_abc_00000", 1)))
     unknown = _checkpoint(sweep_dir, "trial_abc_00001", 3)
     filesystem, path = check_restorable(str(sweep_dir), client.get_run(parent))
     with pytest.raises(UnverifiedFile):
         filesystem.open_input_stream(f"{path}/trial_abc_00001/{unknown.name}/checkpoint.pt")
     (sweep_dir / "trial_abc_00001" / "result.json").write_text("{}")  # results are not restore files
     assert filesystem.open_input_stream(f"{path}/trial_abc_00001/result.json").read() == b"{}"
+
+
+def test_a_sweep_recorded_before_checkpoints_were_hashed_is_refused_up_front(store, tmp_path):
+    client, sweep_dir, parent, _ = _recorded_sweep(store, tmp_path)
+    _checkpoint(sweep_dir, "trial_abc_00000", 1)  # no digest of it anywhere: no trial of this sweep could restore
+    with pytest.raises(UsageError, match="recorded before its trial checkpoints were hashed"):
+        check_restorable(str(sweep_dir), client.get_run(parent))
