@@ -128,3 +128,16 @@ def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, mo
         report(experiment="exp", tracking_uri=uri, sync=True)  # no spool_dir: the defaults, from the cwd
     for run_id in runs:
         assert client.get_run(run_id).data.metrics["acc_mean"] == 50.0
+
+
+def test_the_spool_imports_neither_the_front_nor_the_sweeps_config():
+    # A trial worker imports the spool; a sweep's closing reaches it as a callback (orchestrator.front.finish_sweep).
+    import subprocess
+    import sys
+
+    script = ("import sys, orchestrator.spool; "
+              "print(sorted(m for m in ('orchestrator.front', 'orchestrator.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__))))}).stdout
+    assert out.strip() == "[]"
