@@ -36,6 +36,8 @@ def pareto_view(parent_run_id: str) -> dict:
         "groupBy": {"aggregateFunction": "average", "groupByKeys": [{"mode": "tag", "groupByData": "sharing"}]},
         "useGroupedValuesInCharts": False,
         "hideEmptyCharts": False,
+        # MLflow adds a section per metric group after ours; without this it sorts them and "Pareto" sinks.
+        "isAccordionReordered": True,
     }
 
 
