@@ -29,6 +29,8 @@ class TrainResult:
     pruned: MultiDomainNet  # materialize(model): what serves every domain
     metrics: dict[str, float]  # final metrics, keys from bap.metrics
     history: list[dict[str, float]] = field(default_factory=list)  # one entry per epoch
+    # domain -> (H, W) of the images its eval transform yields: what a served model must be given
+    input_sizes: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 def build_for(cfg: ExperimentConfig, domains: Mapping[str, DomainData]) -> MultiDomainNet:
@@ -146,4 +148,5 @@ def finalize(trainer: Trainer) -> TrainResult:
     log.info("final: acc_mean=%.2f params_ratio=%.3f macs_ratio=%.3f union=%.3f overlap=%.2f; projection turned "
              "off %s", metrics[M.ACC_MEAN], metrics[M.PARAMS_RATIO], metrics[M.MACS_RATIO], metrics[M.UNION_FRACTION],
              metrics[M.OVERLAP], turned_off)
-    return TrainResult(model=model, pruned=pruned, metrics=metrics, history=list(trainer.history))
+    return TrainResult(model=model, pruned=pruned, metrics=metrics, history=list(trainer.history),
+                       input_sizes={d: tuple(size) for d, size in input_sizes.items()})

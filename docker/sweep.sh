@@ -13,7 +13,7 @@ set -euo pipefail
 
 # shellcheck disable=SC2086  # RAY_START_EXTRA_ARGS is a list of flags
 ray start --address="$RAY_ADDRESS" --num-cpus=0 --num-gpus=0 --disable-usage-stats --block \
-    ${RAY_START_EXTRA_ARGS:-} &
+    ${RAY_OBJECT_STORE_BYTES:+--object-store-memory=$RAY_OBJECT_STORE_BYTES} ${RAY_START_EXTRA_ARGS:-} &
 node=$!
 
 leave() {

@@ -2,6 +2,7 @@
 
     .venv/bin/python docs/screenshots.py                 # a small sweep in a temporary folder, then the pages
     .venv/bin/python docs/screenshots.py --store DIR     # the pages of a store already there (DIR/mlflow.db)
+    .venv/bin/python docs/screenshots.py --store DIR --only pareto_view.png   # one picture
 
 Needs Debian's ``chromium`` (``apt-get install chromium``). Starts the README's ``mlflow ui`` command on a free
 port, opens each page in headless Chromium and saves it; nothing is clicked, so each picture is what the page
@@ -69,6 +70,7 @@ def pages(store: Path) -> dict[str, str]:
     """File name -> page, for the latest sweep of the store."""
     from mlflow.tracking import MlflowClient
 
+    from orchestrator.saved_view import view_id
     from orchestrator.tracking import SWEEP_TAG, TRIAL_ID_TAG
 
     client = MlflowClient(f"sqlite:///{store}/mlflow.db")
@@ -88,12 +90,15 @@ def pages(store: Path) -> dict[str, str]:
         "trial_overview.png": f"{run}/{child.info.run_id}{training}",
         "trial_model.png": f"/#/experiments/{experiment}/models/{model.model_id}{training}",
         "models.png": f"/#/experiments/{experiment}/models{training}",
+        # the sweep's shared "Pareto" view (orchestrator.saved_view): MLflow draws its scatter of trials
+        "pareto_view.png": f"{run}?viewStateShareKey={view_id(parent.info.run_id)}&compareRunsMode=CHART",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--store", type=Path, help="folder with mlflow.db (default: a new small sweep)")
+    parser.add_argument("--only", nargs="*", help="these pictures only (e.g. pareto_view.png)")
     args = parser.parse_args()
     if shutil.which("chromium") is None:
         raise SystemExit("chromium is not installed: apt-get install chromium")
@@ -106,6 +111,8 @@ def main() -> None:
         try:
             OUT.mkdir(parents=True, exist_ok=True)
             for name, page in pages(store).items():
+                if args.only and name not in args.only:
+                    continue
                 screenshot(f"http://127.0.0.1:{port}{page}", OUT / name)
         finally:
             server.terminate()

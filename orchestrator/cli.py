@@ -152,6 +152,12 @@ def run_hydra(task: Callable, argv: Optional[List[str]] = None, config: str = "c
         sys.exit(f"error: {err}")
     register_configs()
     schema = ReportConfig if config == REPORT_CONFIG_NAME else SweepConfig
+    from orchestrator.keys import unknown_keys
+
+    unknown = unknown_keys(args, schema, SWEEPS_DIR)  # a misspelt key gets the one meant, before Hydra composes
+    if unknown:
+        print("\n".join(unknown), file=sys.stderr)
+        sys.exit(INVALID_CONFIG)
 
     @hydra.main(config_path=str(SWEEPS_DIR), config_name=config, version_base=VERSION_BASE)
     def _main(cfg) -> None:

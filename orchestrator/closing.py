@@ -38,7 +38,7 @@ def close_sweep(cfg: SweepConfig, client, experiment_id: str, parent_run_id: str
     parent.finish_sweep(experiment_id, status, errors)
     if not parent.pending():  # the server came back just now and took the closing: read the front it published
         return ParetoTable(collect_records(client, experiment_id, parent_run_id))
-    pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir).items() if n}
+    pending = {run: n for run, n in sync_spools(cfg.mlflow.tracking_uri, spool_dir, finish_sweep).items() if n}
     raise ClosingSpooled(
         f"error: MLflow at {cfg.mlflow.tracking_uri} is unreachable at the end of the sweep: {sum(pending.values())} "
         f"write(s) of {len(pending)} run(s), the Pareto front and the parent run's status ({status}) wait in "
@@ -54,7 +54,7 @@ def _replay_spools(tracking_uri: str, spool_dir: str, timeout_s: float) -> dict[
 
     def replayed() -> bool:
         left.clear()
-        left.update({run: n for run, n in sync_spools(tracking_uri, spool_dir).items() if n})
+        left.update({run: n for run, n in sync_spools(tracking_uri, spool_dir, finish_sweep).items() if n})
         return not left
 
     poll(replayed, timeout_s)

@@ -7,8 +7,10 @@ resolved config it started with (its params) and the digests of the folder's res
 the sweep whose folder is PATH; nothing else under ``ray.storage_path`` is looked at.
 
 Tune's restore unpickles the folder's top-level files (``tuner.pkl``, the searcher state, cloudpickle blobs in
-``experiment_state-*.json``), so a file planted there would run code in the driver. A folder is restored only when
-each of its files hashes to a digest this sweep's driver recorded; see the trust boundary in docs/cluster.md.
+``experiment_state-*.json``), so a file planted there would run code in the driver, and a trial continues from the
+checkpoint in its subfolder. A folder is restored only when each of these files hashes to a digest this sweep's
+driver recorded, and Tune then reads them through ``orchestrator.verified_fs``, which serves the very bytes it
+verified; see the trust boundary in docs/cluster.md. A refused resume raises ``UsageError`` (exit 1).
 """
 
 from __future__ import annotations
@@ -19,16 +21,19 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import threading
-from typing import Any, Iterator, Mapping, Optional
+from typing import Any, Collection, Iterator, Mapping, Optional
 
 import pyarrow.fs
-from mlflow.entities import Run
+from mlflow.entities import Run, RunTag
 from mlflow.tracking import MlflowClient
 from ray import tune
 
 from orchestrator.config import SearchConfig, SweepConfig, resolve_paths
-from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG, client_for, flatten
+from orchestrator.errors import UsageError
+from orchestrator.tracking import CHECKPOINT_DIGESTS_PREFIX, DIGESTS_TAG, SWEEP_TAG, client_for, flatten
+from orchestrator.verified_fs import VerifiedReads, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +45,9 @@ DIGESTS_KEPT = 4
 RESUME_MAY_CHANGE = ("resume", "ray.address", "ray.storage_path", "mlflow.end_wait_s", "mlflow.system_metrics_every_s",
                      "model_registry")
 LATEST = "latest"
+# Trial checkpoints already recorded in this process (a restored sweep runs two recorders).
+_CHECKPOINTS_SEEN: set[str] = set()
+_CHECKPOINTS_LOCK = threading.Lock()
 # Keys added since sweeps were first recorded: a sweep recorded without them ran as their defaults say.
 ADDED_KEYS = flatten({"search": dataclasses.asdict(SearchConfig())})
 
@@ -62,11 +70,11 @@ def find_sweep(client: MlflowClient, experiment: str, target: str) -> Run:
         [found.experiment_id], filter_string=f"tags.`{SWEEP_TAG}` != ''", order_by=["attributes.start_time DESC"])
     if target == LATEST:
         if not parents:
-            raise SystemExit(f"error: resume=true but {where} has no sweep; start one without resume=true "
+            raise UsageError(f"error: resume=true but {where} has no sweep; start one without resume=true "
                              "(or set MLFLOW_TRACKING_URI to the MLflow that recorded it)")
         parent = parents[0]
         if parent.info.status == "FINISHED":
-            raise SystemExit(f"error: resume=true but the latest sweep of {where} ({parent.data.tags[SWEEP_TAG]}) "
+            raise UsageError(f"error: resume=true but the latest sweep of {where} ({parent.data.tags[SWEEP_TAG]}) "
                              "finished; start a new sweep without resume=true, or name an older one with "
                              "resume=PATH")
         return parent
@@ -74,7 +82,7 @@ def find_sweep(client: MlflowClient, experiment: str, target: str) -> Run:
         if parent.data.tags[SWEEP_TAG].rstrip("/") == target:
             return parent
     known = "\n".join(f"  {p.data.tags[SWEEP_TAG]} ({p.info.status})" for p in parents[:10]) or "  (none)"
-    raise SystemExit(f"error: resume={target} is no sweep recorded in {where}; its sweeps:\n{known}")
+    raise UsageError(f"error: resume={target} is no sweep recorded in {where}; its sweeps:\n{known}")
 
 
 def recorded_config(cfg: SweepConfig, parent: Run) -> SweepConfig:
@@ -98,7 +106,7 @@ def check_same_sweep(recorded_params: Mapping[str, str], cfg: SweepConfig) -> No
     changed = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
     if changed:
         lines = "\n".join(f"  {k}: {old.get(k, '(unset)')} -> {new.get(k, '(unset)')}" for k in changed)
-        raise SystemExit(f"error: resume with a config that differs from the sweep's:\n{lines}\n"
+        raise UsageError(f"error: resume with a config that differs from the sweep's:\n{lines}\n"
                          "Either start a new sweep (drop resume=...), or resume with the old values.")
 
 
@@ -128,19 +136,49 @@ def recorded_digests(parent: Run) -> dict[str, list[str]]:
     return json.loads(parent.data.tags.get(DIGESTS_TAG, "{}"))
 
 
-def check_restorable(sweep_dir: str, parent: Run) -> None:
-    """Tune may restore ``sweep_dir`` only if every file it would read is one this sweep's driver wrote."""
+def recorded_checkpoints(tags: Mapping[str, str]) -> dict[str, dict[str, str]]:
+    """Trial folder -> (path in it -> SHA-256) of its recent checkpoints' files, from the parent run's tags."""
+    prefix = CHECKPOINT_DIGESTS_PREFIX
+    return {key[len(prefix):]: json.loads(value) for key, value in tags.items() if key.startswith(prefix)}
+
+
+def _checkpoint_files(fs: pyarrow.fs.FileSystem, root: str) -> dict[str, str]:
+    """Path relative to ``root`` -> full path of every file in a trial's checkpoint folder under ``root``."""
+    infos = fs.get_file_info(pyarrow.fs.FileSelector(root, recursive=True, allow_not_found=True))
+    files = {posixpath.relpath(i.path, root): i.path for i in infos if i.type == pyarrow.fs.FileType.File}
+    return {rel: path for rel, path in files.items() if checkpoint_dir(rel)}
+
+
+def check_restorable(sweep_dir: str, parent: Run) -> tuple[pyarrow.fs.FileSystem, str]:
+    """Tune may restore ``sweep_dir`` only if every file it would read is one this sweep's driver wrote: its
+    top-level files, and the files of each trial checkpoint the driver recorded. Returns the file system and path
+    to restore through (``orchestrator.verified_fs``): the check is repeated on the bytes Tune and the trials then
+    read, so a file swapped after this check is refused too."""
     if not tune.Tuner.can_restore(sweep_dir):
-        raise SystemExit(f"error: the sweep folder {sweep_dir} (recorded by MLflow run {parent.info.run_id}) holds "
+        raise UsageError(f"error: the sweep folder {sweep_dir} (recorded by MLflow run {parent.info.run_id}) holds "
                          "no restorable Tune state; it was moved or deleted. Start a new sweep without resume=...")
-    recorded = recorded_digests(parent)
-    foreign = sorted(name for name, digest in folder_digests(sweep_dir).items()
-                     if digest not in recorded.get(name, ()))
+    allowed: dict[str, Collection[str]] = dict(recorded_digests(parent))
+    for trial, files in recorded_checkpoints(parent.data.tags).items():
+        allowed.update({f"{trial}/{rel}": [digest] for rel, digest in files.items()})
+    fs, root = pyarrow.fs.FileSystem.from_uri(sweep_dir)
+    found = {info.base_name: info.path for info in _files(sweep_dir)[1]}
+    checkpoints = _checkpoint_files(fs, root)
+    recorded_dirs = {checkpoint_dir(rel) for rel in allowed if checkpoint_dir(rel)}
+    # A checkpoint folder the driver never recorded (it died before it learned of it) is one Tune does not restore
+    # from; reading it is refused below. Any other file must hash to a recorded digest.
+    checked = {**found, **{rel: path for rel, path in checkpoints.items() if checkpoint_dir(rel) in recorded_dirs}}
+    foreign = sorted(rel for rel, path in checked.items() if _file_digest(fs, path) not in allowed.get(rel, ()))
     if foreign:
-        raise SystemExit(f"error: {', '.join(foreign)} in {sweep_dir} are not files this sweep recorded (MLflow run "
-                         f"{parent.info.run_id}, tag {DIGESTS_TAG}): they were changed or planted after the driver "
-                         "wrote them, and restoring would unpickle them. Not restored; start a new sweep without "
-                         "resume=..., or restore the folder from a copy you trust")
+        raise UsageError(f"error: {', '.join(foreign)} in {sweep_dir} are not files this sweep recorded (MLflow run "
+                         f"{parent.info.run_id}, tags {DIGESTS_TAG}*): they were changed or planted after the "
+                         "driver wrote them, and restoring would unpickle or load them. Not restored; start a new "
+                         "sweep without resume=..., or restore the folder from a copy you trust")
+    guarded = {checkpoint_dir(rel) for rel in checkpoints}
+    if guarded and not recorded_dirs:
+        raise UsageError(f"error: the sweep in {sweep_dir} (MLflow run {parent.info.run_id}) was recorded before its "
+                         "trial checkpoints were hashed, so they cannot be verified and would not be restored. Start a "
+                         "new sweep without resume=..., or resume it with the version of this project that started it")
+    return pyarrow.fs.PyFileSystem(VerifiedReads(fs, root, allowed, guarded, parent.info.run_id)), root
 
 
 class DigestRecorder(tune.Callback):
@@ -152,7 +190,7 @@ class DigestRecorder(tune.Callback):
     before it can become restorable, and a driver killed at any moment leaves no unrecorded state behind.
     ``on_step_end`` hashes again (the callbacks' own state file is written after ``get_state``). The driver calls
     ``record(sweep_dir)`` itself for ``tuner.pkl`` (written when the Tuner is made) and watches the folder during
-    ``fit`` (``watching``). Digests go
+    ``fit`` (``watching``). A trial checkpoint is hashed as Tune reports it (``on_checkpoint``). Digests go
     straight to MLflow, never through the spool: the spool sits on shared storage, where a planted entry could
     vouch for a planted file. Each write merges with the tag's current value (a restored sweep runs the copy of
     this callback pickled in ``tuner.pkl`` next to the driver's own)."""
@@ -197,14 +235,49 @@ class DigestRecorder(tune.Callback):
         except OSError as error:  # a file replaced while listed: the next check sees the settled state
             log.debug("sweep digests skipped this time: %s", error)
 
+    def on_checkpoint(self, iteration: int, trials: list, trial, checkpoint, **info) -> None:
+        try:
+            self.record_checkpoint(checkpoint.filesystem, checkpoint.path)
+        except OSError as error:
+            log.warning("could not hash the checkpoint %s (%s); a resume will not restore from it", checkpoint.path,
+                        error)
+
+    def record_checkpoint(self, fs: pyarrow.fs.FileSystem, path: str) -> None:
+        """Record the digests of a trial checkpoint's files (``<trial folder>/checkpoint_N``) as Tune learns of it,
+        keeping the trial's newest ``DIGESTS_KEPT`` checkpoints. Once per process: a restored sweep runs two
+        recorders."""
+        path = path.rstrip("/")
+        with _CHECKPOINTS_LOCK:
+            if path in _CHECKPOINTS_SEEN:
+                return
+            _CHECKPOINTS_SEEN.add(path)
+        trial, name = path.split("/")[-2:]
+        infos = fs.get_file_info(pyarrow.fs.FileSelector(path, recursive=True))
+        files = {f"{name}/{posixpath.relpath(i.path, path)}": _file_digest(fs, i.path)
+                 for i in infos if i.type == pyarrow.fs.FileType.File}
+        with self._lock:
+            self._unsent_checkpoints.setdefault(trial, {}).update(files)
+            self._send()
+
     def _send(self) -> None:
         try:
             client = client_for(self.tracking_uri)
-            merged = recorded_digests(client.get_run(self.parent_run_id))
-            for name, digests in self._unsent.items():
-                merged[name] = ([d for d in merged.get(name, []) if d not in digests] + digests)[-DIGESTS_KEPT:]
-            client.set_tag(self.parent_run_id, DIGESTS_TAG, json.dumps(merged, sort_keys=True))
-            self._unsent = {}
+            tags = []
+            if self._unsent:
+                merged = recorded_digests(client.get_run(self.parent_run_id))
+                for name, digests in self._unsent.items():
+                    merged[name] = ([d for d in merged.get(name, []) if d not in digests] + digests)[-DIGESTS_KEPT:]
+                tags.append(RunTag(DIGESTS_TAG, json.dumps(merged, sort_keys=True)))
+            if self._unsent_checkpoints and self._checkpoints is None:  # read once: then this driver owns them
+                self._checkpoints = recorded_checkpoints(client.get_run(self.parent_run_id).data.tags)
+            for trial, files in self._unsent_checkpoints.items():
+                kept = {**self._checkpoints.get(trial, {}), **files}
+                newest = sorted({rel.split("/")[0] for rel in kept})[-DIGESTS_KEPT:]
+                self._checkpoints[trial] = {rel: d for rel, d in kept.items() if rel.split("/")[0] in newest}
+                tags.append(RunTag(CHECKPOINT_DIGESTS_PREFIX + trial, json.dumps(self._checkpoints[trial],
+                                                                                 sort_keys=True)))
+            client.log_batch(self.parent_run_id, tags=tags, synchronous=True)
+            self._unsent, self._unsent_checkpoints = {}, {}
         except Exception as error:  # MLflow down: kept here and sent with the next state
             log.warning("could not record the sweep folder's digests in MLflow yet (%s)", type(error).__name__)
 
@@ -231,5 +304,7 @@ class DigestRecorder(tune.Callback):
         self.__dict__.update(state)
         self._seen: dict[str, tuple] = {}
         self._unsent: dict[str, list[str]] = {}
+        self._unsent_checkpoints: dict[str, dict[str, str]] = {}  # trial folder -> its new files' digests
+        self._checkpoints: Optional[dict[str, dict[str, str]]] = None  # what is recorded, once read
         self._staging: Optional[str] = None  # Tune's driver-side staging folder, once a trial shows it
         self._lock = threading.RLock()

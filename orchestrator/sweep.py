@@ -24,14 +24,15 @@ from bap.engine.cpu_memory import limit_arenas
 from orchestrator.closing import close_sweep
 from orchestrator.config import SweepConfig, plan_sweep, resolve_paths
 from orchestrator.errors import ClosingSpooled, Interrupted, TrialsFailed
-from orchestrator.front import format_table
-from orchestrator.interrupts import environ, graceful_stop
+from orchestrator.front import finish_sweep, format_table
+from orchestrator.interrupts import after_ray_init, closing, environ, graceful_stop, reported
 from orchestrator.live_page import SweepProgress
 from orchestrator.pretrained import backbone_weights
 from orchestrator.resume import (LAUNCH_DIR_TAG, DigestRecorder, check_restorable, check_same_sweep, find_sweep,
                                  recorded_config, resume_target)
+from orchestrator.saved_view import pareto_page, share_pareto_view
 from orchestrator.services import check_services, start_ray
-from orchestrator.spool import DEFAULT_SPOOL, Recorder
+from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped
 from orchestrator.tracking import COMMAND_TAG, SWEEP_TAG, client_for, ensure_experiment, flatten, run_page, \
     use_fail_fast_http
 from orchestrator.trainable import run_trial
@@ -52,10 +53,11 @@ def sweep_spool_dir(cfg: SweepConfig) -> str:
     """Where trials keep MLflow writes the server did not take: beside Tune's results when ``ray.storage_path``
     is a directory (one every node mounts, like the compose stack's ``runs`` volume), so the driver and
     ``orchestrator.report sync=true`` can replay them. A URI (s3://...) is no directory to append to: each node
-    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report sync=true`` replays on that node."""
-    if "://" in cfg.ray.storage_path:
-        return os.path.abspath(DEFAULT_SPOOL)
-    return os.path.join(cfg.ray.storage_path, "mlflow_spool")
+    then spools to its own ``runs/mlflow_spool``, which ``orchestrator.report sync=true`` replays on that node.
+    Either way in the folder of this tracking store and experiment (``spool.scoped``)."""
+    root = os.path.abspath(DEFAULT_SPOOL) if "://" in cfg.ray.storage_path else \
+        os.path.join(cfg.ray.storage_path, "mlflow_spool")
+    return scoped(root, cfg.mlflow.tracking_uri, cfg.experiment)
 
 
 def run_sweep(cfg: SweepConfig, command: str | None = None):
@@ -77,14 +79,15 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     if resume:
         check_same_sweep(found.data.params, cfg)
         sweep_dir = found.data.tags[SWEEP_TAG]
-        check_restorable(sweep_dir, found)
+        restore_from = check_restorable(sweep_dir, found)  # the file system serving only verified bytes, and path
     else:
         check_services(cfg)
-        sweep_dir = new_sweep_dir(cfg)
+        sweep_dir, restore_from = new_sweep_dir(cfg), None
     client = client_for(cfg.mlflow.tracking_uri)
-    weights = backbone_weights(plan)
     start_ray(cfg)
-    check_cluster(cfg, ray.cluster_resources())  # a cluster's resources are known once joined
+    after_ray_init()  # Ray's SIGTERM handler replaced ours (orchestrator.interrupts)
+    check_cluster(cfg, ray.cluster_resources())  # known once joined; before any pretraining, so a small one fails now
+    weights = backbone_weights(plan, in_ray=True)  # a Ray task: inside Ray's CPU accounting
 
     spool_dir = sweep_spool_dir(cfg)
     experiment_id = ensure_experiment(client, cfg.experiment)
@@ -96,7 +99,8 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
         parent_run_id = client.create_run(experiment_id, run_name=os.path.basename(sweep_dir), tags={
             SWEEP_TAG: sweep_dir, LAUNCH_DIR_TAG: os.getcwd(), **({COMMAND_TAG: command} if command else {}),
         }).info.run_id
-    parent = Recorder(client, parent_run_id, spool_dir)
+        share_pareto_view(client, experiment_id, parent_run_id)  # its trials' scatter in the runs page
+    parent = Recorder(client, parent_run_id, spool_dir, finish_sweep)
     if not resume:
         parent.log_params({**flatten(dataclasses.asdict(cfg)),
                            **{f"axis.{k}": str(v) for k, v in plan.axes.items()}})
@@ -104,7 +108,7 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
 
     status, failed, errors = "KILLED", [], {}
     try:
-        tuner = build_tuner(plan, sweep_dir, resume, tune.with_resources(
+        tuner = build_tuner(plan, sweep_dir, restore_from, tune.with_resources(
             tune.with_parameters(run_trial, sweep=cfg, experiment_id=experiment_id, parent_run_id=parent_run_id,
                                  spool_dir=spool_dir, weights=weights),
             {"cpu": cfg.ray.cpus_per_trial, "gpu": cfg.ray.gpus_per_trial},
@@ -121,14 +125,16 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
         pass
     except Exception:  # Tune itself broke: the parent must not stay RUNNING
         try:
-            close_sweep(cfg, client, experiment_id, parent_run_id, parent, "FAILED", errors, spool_dir)
+            with closing("FAILED", lambda: client.set_terminated(parent_run_id, "KILLED")):
+                close_sweep(cfg, client, experiment_id, parent_run_id, parent, "FAILED", errors, spool_dir)
         except ClosingSpooled as spooled:  # where the closing waits, above Tune's own error
             print(spooled, file=sys.stderr)
         except Exception:  # Tune's error, re-raised below, is the one to report
             pass
         raise
 
-    table = close_sweep(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
+    with closing(status, lambda: client.set_terminated(parent_run_id, "KILLED")):  # a signal here is deferred
+        table = close_sweep(cfg, client, experiment_id, parent_run_id, parent, status, errors, spool_dir)
     print(format_table(table))
     print(f"{len(table.rows)} finished trial(s), {len(failed)} failed; "
           f"MLflow parent run {parent_run_id} ({status}) in experiment {cfg.experiment!r} at "
@@ -136,6 +142,8 @@ def run_sweep(cfg: SweepConfig, command: str | None = None):
     for r in failed:
         print(f"failed: {r.path}: {r.error}")
     print(f"open the sweep: {run_page(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)}")
+    print(f"its trials' acc_mean against params_ratio: "
+          f"{pareto_page(cfg.mlflow.tracking_uri, experiment_id, parent_run_id)}")
     if status == "KILLED":
         raise Interrupted(f"interrupted: unfinished trial runs and the parent run are marked KILLED; resume with the "
                           f"same arguments plus resume=true (this sweep: resume={sweep_dir})")
@@ -153,7 +161,8 @@ def main() -> None:
 
     sigterm_as_ctrl_c()
     use_fail_fast_http()
-    run_hydra(functools.partial(run_sweep, command=shlex.join(["python", "-m", "orchestrator.sweep", *sys.argv[1:]])))
+    run_hydra(reported(functools.partial(run_sweep,
+                                         command=shlex.join(["python", "-m", "orchestrator.sweep", *sys.argv[1:]]))))
 
 
 if __name__ == "__main__":

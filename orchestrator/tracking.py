@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
+import urllib.parse
 from typing import Any, Callable, Iterator, Mapping, TypeVar
 
 from mlflow.tracking import MlflowClient
@@ -27,6 +29,8 @@ COMMAND_TAG = "bap.command"  # on the parent: the command line that started the 
 EXPERIMENT_KIND_TAG, EXPERIMENT_KIND = "mlflow.experimentKind", "custom_model_development"
 # On the parent: digests of the Tune files a resume may unpickle (orchestrator.resume); written by the driver only.
 DIGESTS_TAG = "bap.sweep_digests"
+# On the parent, one per trial folder (this prefix + its name): digests of its recent checkpoints' files; the same.
+CHECKPOINT_DIGESTS_PREFIX = DIGESTS_TAG + "/"
 PARETO_TAG = "pareto_optimal"
 ERROR_TAG = "bap.error"  # on a FAILED run: the exception that ended it
 STOPPED_TAG = "bap.stopped_early"  # on a KILLED run the scheduler stopped: which scheduler, at which epoch
@@ -52,18 +56,50 @@ def client_for(tracking_uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
+SERVICE_TIMEOUT_S = 10.0  # one bounded attempt per service before anything is created
+
+
+def check_mlflow(uri: str) -> None:
+    """Raise ``ServiceUnavailable`` within seconds, naming the variable, the address and the fix, when the MLflow
+    server at ``uri`` cannot be used (every entry point, before any run: an unreachable server used to mean
+    minutes of silent retries, then a traceback). A local store is checked by validation."""
+    from orchestrator.errors import ServiceUnavailable
+
+    if not uri.startswith(("http://", "https://")):
+        return
+    url = urllib.parse.urlsplit(uri)
+    try:
+        # The socket bounds an address that drops packets; the request checks an MLflow server answers.
+        socket.create_connection(((url.hostname or "").strip("[]") or "127.0.0.1",
+                                  url.port or (443 if url.scheme == "https" else 80)), timeout=SERVICE_TIMEOUT_S).close()
+        client_for(uri).search_experiments(max_results=1)
+    except Exception as error:  # connection refused, DNS, timeout, HTTP error: all mean "not usable"
+        raise ServiceUnavailable(f"error: MLflow at {uri} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is unreachable "
+                                 f"({type(error).__name__}); start the server (e.g. `docker compose up mlflow`), fix "
+                                 "the address, or unset it for a local sqlite:///mlflow.db") from None
+
+
 # MLflow 3's server otherwise starts a pool of GenAI job-runner processes that tracking never uses.
 UI_COMMAND = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {uri}"
 
 
-def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
-    """Where a person opens ``run_id`` in the MLflow UI: its address on a tracking server, or the command that
-    serves a local store followed by the address."""
-    # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
-    page = f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning"
+# MLflow's address as a person's browser reaches it, where that differs from the tracking URI (the compose stack's
+# containers reach http://mlflow:5000, a browser on the host http://127.0.0.1:5000).
+PUBLIC_URL_ENV = "BAP_MLFLOW_PUBLIC_URL"
+
+
+def ui_page(tracking_uri: str, page: str) -> str:
+    """Where a person opens ``page`` (``/#/experiments/...``) of the MLflow UI: on a tracking server (at
+    ``$BAP_MLFLOW_PUBLIC_URL`` when set), or after the command that serves a local store."""
     if tracking_uri.startswith(("http://", "https://")):
-        return tracking_uri.rstrip("/") + page
+        return (os.environ.get(PUBLIC_URL_ENV) or tracking_uri).rstrip("/") + page
     return f"`{UI_COMMAND.format(uri=tracking_uri)}`, then http://127.0.0.1:5000{page}"
+
+
+def run_page(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """Where a person opens ``run_id`` in the MLflow UI (``ui_page``)."""
+    # MLflow 3.17 opens on its GenAI view unless told (it no longer reads the experiment's kind tag for that).
+    return ui_page(tracking_uri, f"/#/experiments/{experiment_id}/runs/{run_id}?workflowType=machine_learning")
 
 
 def local_artifact_root(tracking_uri: str) -> str | None:

@@ -15,8 +15,8 @@ from bap.engine.cpu_memory import retain_freed_memory
 from orchestrator.config import SweepConfig, plan_sweep, resolve_paths, trial_name
 from orchestrator.errors import UsageError
 from orchestrator.pretrained import backbone_weights
-from orchestrator.spool import DEFAULT_SPOOL, Recorder
-from orchestrator.tracking import TRIAL_NAME_TAG, client_for, ensure_experiment, use_fail_fast_http
+from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped
+from orchestrator.tracking import TRIAL_NAME_TAG, check_mlflow, client_for, ensure_experiment, use_fail_fast_http
 from orchestrator.trainable import record_trial, with_weights
 from orchestrator.validate import local_resources, validate
 
@@ -46,12 +46,13 @@ def run_one(cfg: SweepConfig) -> dict[str, float]:
                          f"({', '.join(trial_name(t) for t in trials)}); pick one value per axis, e.g. budget=0.5, "
                          "or run them all with orchestrator.sweep")
     params = trials[0]
+    check_mlflow(cfg.mlflow.tracking_uri)
     weights = backbone_weights(plan)
     client = client_for(cfg.mlflow.tracking_uri)
     experiment_id = ensure_experiment(client, cfg.experiment)
     name = trial_name(params)
     run_id = client.create_run(experiment_id, run_name=name, tags={TRIAL_NAME_TAG: name}).info.run_id
-    recorder = Recorder(client, run_id, os.path.abspath(DEFAULT_SPOOL))
+    recorder = Recorder(client, run_id, scoped(os.path.abspath(DEFAULT_SPOOL), cfg.mlflow.tracking_uri, cfg.experiment))
     with tempfile.TemporaryDirectory(prefix="bap-train-") as work:
         run_cfg = with_weights(plan.trial_config(params), params, weights, work)
         result = record_trial(run_cfg, params, recorder, checkpoint_dir=os.path.join(work, "checkpoint"),

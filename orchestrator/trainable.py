@@ -162,7 +162,7 @@ def _train_and_record(cfg: bap.ExperimentConfig, params: dict[str, Any], recorde
     model_path = os.path.join(os.path.dirname(recorder.spool_path), f"{recorder.run_id}.files", "model.bap")
     bap.save(result.pruned.cpu(), model_path)
     recorder.log_artifact(model_path, "model")
-    log_pyfunc_model(recorder, model_path)
+    log_pyfunc_model(recorder, model_path, result.input_sizes)
     recorder.terminate("FINISHED")
     if not recorder.flush(timeout_s=30):
         log.warning("MLflow still unreachable: %d write(s) of run %s wait in %s; run "

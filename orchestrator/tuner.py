@@ -79,12 +79,16 @@ def fit_environ(plan: SweepPlan) -> dict[str, str]:
     return {_TUNE_STRICT_METRICS_ENV: "1"} if plan.space else {}
 
 
-def build_tuner(plan: SweepPlan, sweep_dir: str, resume: str | None, trainable, callbacks: list) -> tune.Tuner:
-    """The sweep's Tuner writing to ``sweep_dir``; with ``resume``, the one restored from that folder."""
+def build_tuner(plan: SweepPlan, sweep_dir: str, restore_from: tuple | None, trainable, callbacks: list) -> tune.Tuner:
+    """The sweep's Tuner writing to ``sweep_dir``; with ``restore_from`` (a file system and the sweep's path in
+    it, ``resume.check_restorable``'s), the one restored from that folder."""
     cfg = plan.cfg
-    if resume:
-        # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl.
-        return tune.Tuner.restore(sweep_dir, trainable, resume_unfinished=True, resume_errored=True)
+    if restore_from:
+        # The Tuner's settings (callbacks included) come back from the folder's tuner.pkl, read through the
+        # verifying file system (orchestrator.verified_fs), as is everything Tune and the trials read back.
+        filesystem, path = restore_from
+        return tune.Tuner.restore(path, trainable, resume_unfinished=True, resume_errored=True,
+                                  storage_filesystem=filesystem)
     reporter = tune.CLIReporter(parameter_columns={name: name for name in ("budget", "method", *plan.space)},
                                 metric_columns=list(PROGRESS_METRICS), max_report_frequency=15)
     return tune.Tuner(

@@ -14,8 +14,9 @@ from typing import Dict, List, Optional, Sequence
 from bap.config import SHARING_OPTIONS
 from bap.models import list_models
 from orchestrator.config import (EMBEDDED_WEIGHTS, LOG_UNIFORM, SAMPLERS, SCHEDULERS, SEARCH_ALGORITHMS, SEARCH_COSTS,
-                                 SweepConfig, SweepPlan, weights_path)
+                                 SweepConfig, SweepPlan)
 from orchestrator.errors import ConfigError
+from orchestrator.validate_files import check_files, check_storage
 
 _ADDRESS_FIX = "connect to a bigger cluster (ray.address=... or RAY_ADDRESS)"
 
@@ -79,6 +80,9 @@ def _domain_sets(cfg: SweepConfig) -> List[Optional[List[str]]]:
 
 def _check_domains(cfg: SweepConfig, errors: List[str]) -> List[str]:
     """Checks every named domain against the data set; returns the domains the sweep uses."""
+    if cfg.domain_sets and cfg.data.domains is not None:
+        errors.append(f"data.domains={list(cfg.data.domains)} is ignored when domain_sets is set (each domain set "
+                      "replaces it); drop data.domains, or put its domains in domain_sets")
     for i, domains in enumerate(cfg.domain_sets or []):
         if not domains:
             errors.append(f"domain_sets[{i}]=[] names no domain; remove it, or leave domain_sets unset for all")
@@ -105,42 +109,28 @@ def _check_domains(cfg: SweepConfig, errors: List[str]) -> List[str]:
     return [d for d in used if d not in unknown]
 
 
-def _check_paths(cfg: SweepConfig, domains: List[str], errors: List[str]) -> None:
-    data = cfg.data
-    env = {"decathlon": "BAP_DECATHLON_ROOT", "imagenet_sketch": "BAP_SKETCH_ROOT"}.get(data.name)
-    if env and not os.path.isdir(str(data.root)):
-        errors.append(
-            f"data.root={data.root} does not exist; point data.root (or ${env}) at the {data.name} directory"
-        )
-    elif domains:
-        # bap.data's own up-front checks (annotation files and their contents, image paths and headers, class
-        # sets): an error an hour into a cluster job is raised here instead.
-        from bap.data import check_domains
-
-        try:
-            check_domains(cfg.data, domains)
-        except (ValueError, OSError) as err:
-            errors.append(str(err))
-    backbones = cfg.backbones or [cfg.model.backbone]
-    files = cfg.model.weights not in (None, EMBEDDED_WEIGHTS)
-    for path in sorted({weights_path(cfg.model.weights, b) for b in backbones} if files else ()):
-        if not os.path.isfile(path):
-            errors.append(
-                f"model.weights file {path} does not exist; train one with the pretrain entry point, "
-                "fix the path, or set model.weights=null for a randomly initialised backbone"
-            )
+# Below this many output channels a layer has nothing to prune or share: the budget cannot act on it.
+MIN_CHANNELS = 2
 
 
 def _check_model(plan: SweepPlan, errors: List[str]) -> None:
-    """Model options against the layer names of each backbone the sweep builds (a narrow copy: same names)."""
+    """Model options against the layer names of each backbone the sweep builds (a narrow copy: same names), and
+    a width that leaves every layer channels to prune (the backbone raises a layer rounded to 0 to 1 silently)."""
     from bap import build_model
 
     cfg = plan.cfg
     for backbone in plan.backbones:
         try:
-            build_model(backbone, {"probe": 1}, width=1 / 16, unswitched=cfg.model.unswitched)
+            model = build_model(backbone, {"probe": 1}, width=min(cfg.model.width, 1 / 16),
+                                unswitched=cfg.model.unswitched)
         except (ValueError, KeyError) as err:
             errors.append(f"model.unswitched={list(cfg.model.unswitched)}: {str(err).strip(chr(39))}")
+            continue
+        narrowest = min(m.out_channels for m in model.modules() if hasattr(m, "out_channels"))
+        if narrowest < MIN_CHANNELS:
+            errors.append(f"model.width={cfg.model.width:g} leaves {backbone} layers of {narrowest} channel(s), "
+                          f"too few to prune (at least {MIN_CHANNELS}); use model.width=1.0 for the papers' "
+                          "widths or e.g. 0.125 on CPU")
 
 
 def _search_corners(plan: SweepPlan) -> List[dict]:
@@ -250,6 +240,10 @@ def _check_search(plan: SweepPlan, errors: List[str]) -> None:
     if s.startup_trials is not None and s.startup_trials < 2:
         errors.append(f"search.startup_trials={s.startup_trials} must be >= 2 (the random trials the sampler starts "
                       "from), or null for the sampler's default")
+    elif s.startup_trials is not None and s.startup_trials > s.num_samples >= 1:
+        errors.append(f"search.startup_trials={s.startup_trials} is more than search.num_samples={s.num_samples}: "
+                      f"the search would never get past its random start; use search.startup_trials<={s.num_samples} "
+                      "or more samples")
     if s.cost not in SEARCH_COSTS:
         errors.append(f"search.cost={s.cost!r} is no cost a trial reports; use {' or '.join(SEARCH_COSTS)}")
     _check_range("budget", s.budget, 1.0, "fractions of the backbone, sampled uniformly", errors)
@@ -298,12 +292,13 @@ def validate(plan: SweepPlan, cluster_resources: Optional[Dict[str, float]] = No
     _check_axes(cfg, errors)
     _check_search(plan, errors)
     domains = _check_domains(cfg, errors)
-    _check_paths(cfg, domains, errors)
+    check_files(cfg, domains, errors)
     if not errors:  # every trial would repeat an axis error above
         _check_model(plan, errors)
         _check_trials(plan, errors)
     _check_ray(cfg, cluster_resources, errors)
     _check_scheduler(cfg, errors)
+    check_storage(cfg, errors)
     if errors:
         raise SweepConfigError(errors)
 

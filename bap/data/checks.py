@@ -49,12 +49,30 @@ class DirListing:
 
     def __init__(self) -> None:
         self._entries: dict[str, frozenset[str]] = {}
+        self._links: dict[str, frozenset[str]] = {}  # the entries that are symbolic links (scandir says, no stat)
+
+    def _list(self, parent: str) -> None:
+        if parent not in self._entries:
+            try:
+                with os.scandir(parent) as entries:
+                    listed = [(entry.name, entry.is_symlink()) for entry in entries]
+            except OSError:
+                listed = []
+            self._entries[parent] = frozenset(name for name, _ in listed)
+            self._links[parent] = frozenset(name for name, link in listed if link)
 
     def exists(self, path: str) -> bool:
         parent, name = os.path.split(os.path.normpath(path))
-        if parent not in self._entries:
-            try:
-                self._entries[parent] = frozenset(os.listdir(parent))
-            except OSError:
-                self._entries[parent] = frozenset()
+        self._list(parent)
         return name in self._entries[parent]
+
+    def outside(self, path: str, root: str) -> str | None:
+        """Where ``path`` leads when it is a symbolic link to a file outside ``root``, else None. Only the file
+        itself is checked: a data root assembled from linked folders is the owner's choice, while a link per file
+        is how an image would point at a file that is no part of the data."""
+        parent, name = os.path.split(os.path.normpath(path))
+        self._list(parent)
+        if name not in self._links[parent]:
+            return None
+        target, base = os.path.realpath(path), os.path.realpath(root)
+        return None if target.startswith(base + os.sep) else target

@@ -119,6 +119,10 @@ def _join(root: str, domain: str, split: str, path: str, data: dict, listing: Di
                 f"image {file_path} of domain {domain!r} (listed in {path}) does not exist; {_FIX_TREE} "
                 f"(file_name is relative to the root and starts with data/)"
             )
+        target = listing.outside(file_path, root)
+        if target is not None:
+            raise ValueError(f"image {file_path} of domain {domain!r} (listed in {path}) is a link to {target}, outside "
+                             "the data root; copy the image into the root, or link the folder that holds it")
         samples.append((file_path, label_of[category_of[image_id]]))
     if unlabelled:
         logger.warning("%s: %d image(s) without an annotation are skipped", path, unlabelled)

@@ -149,3 +149,26 @@ def test_the_sweep_drivers_threads_share_its_few_malloc_arenas():
               "orchestrator.cli.run_hydra = lambda task: print(arenas_used(threads=8)); orchestrator.sweep.main()")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert int(out.split()[-1]) <= DRIVER_ARENAS
+
+
+def test_a_key_that_is_not_there_gets_the_one_meant(tmp_path):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-m", "orchestrator.cli", "num_samples=8", "trian.epochs=3", "budgets=0.5",
+                           "search=optuna", "hydra/job_logging=disabled"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "error: Could not override 'num_samples': no such key; did you mean `search.num_samples`?",
+        "error: Could not override 'trian.epochs': no such key; did you mean `train.epochs`?"]
+
+
+def test_report_and_train_against_an_unreachable_mlflow_say_so_in_seconds(tmp_path):
+    from tests.orchestrator.helpers import closed_port_uri
+
+    env = {**os.environ, "PYTHONPATH": str(REPO), "MLFLOW_TRACKING_URI": closed_port_uri()}
+    for module, args in (("orchestrator.report", ["experiment=x"]), ("orchestrator.train", ["budget=0.5"])):
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=tmp_path, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert proc.returncode == 1, proc.stderr[-2000:]
+        assert f"error: MLflow at {env['MLFLOW_TRACKING_URI']} (MLFLOW_TRACKING_URI / mlflow.tracking_uri) is " \
+               "unreachable" in proc.stderr and "Traceback" not in proc.stderr, proc.stderr[-2000:]

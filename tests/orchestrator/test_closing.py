@@ -14,7 +14,9 @@ from orchestrator.closing import close_sweep
 from orchestrator.config import MlflowConfig, SweepConfig
 from orchestrator.errors import ClosingSpooled
 from orchestrator.report import main as report_main
-from orchestrator.spool import FINISH_SWEEP, Recorder, sync_spools
+from orchestrator.front import finish_sweep
+from orchestrator.report import report
+from orchestrator.spool import FINISH_SWEEP, Recorder, scoped, sync_spools
 from orchestrator.tracking import ERROR_TAG, PARETO_TAG, find_or_create_child
 from orchestrator.trainable import record_trial
 from tests.orchestrator.helpers import closed_port_uri
@@ -85,7 +87,7 @@ def test_mlflow_down_at_the_end_leaves_the_closing_spooled_and_report_sync_does_
     assert client.get_run(unfinished).info.status == "KILLED"
     assert client.get_run(done).data.tags[PARETO_TAG] == "true"
     assert "pareto.csv" in {a.path for a in client.list_artifacts(parent)}
-    assert sync_spools(uri, str(spool)) == {}  # replayed once: nothing left to repeat
+    assert sync_spools(uri, str(spool), finish_sweep) == {}  # replayed once: nothing left to repeat
 
 
 def test_the_closing_waits_for_the_trials_spools(store, two_trial_sweep, tmp_path):
@@ -101,11 +103,58 @@ def test_the_closing_waits_for_the_trials_spools(store, two_trial_sweep, tmp_pat
     (spool / f"{unfinished}.jsonl").rename(broken / f"{unfinished}.jsonl")
     (spool / f"{unfinished}.jsonl").write_text(json.dumps({"op": "artifact", "path": "/nonexistent",
                                                             "artifact_path": None}) + "\n")
-    assert sync_spools(uri, str(spool)) == {unfinished: 1, parent: 1}
+    assert sync_spools(uri, str(spool), finish_sweep) == {unfinished: 1, parent: 1}
     (broken / f"{unfinished}.jsonl").replace(spool / f"{unfinished}.jsonl")
-    assert sync_spools(uri, str(spool)) == {unfinished: 0, parent: 0}
+    assert sync_spools(uri, str(spool), finish_sweep) == {unfinished: 0, parent: 0}
     assert client.get_run(unfinished).info.status == "FINISHED"
     assert client.get_run(parent).info.status == "FINISHED"
+
+
+def _foreign_spool(spool):
+    """A spool no sync can replay here: the run of another store (this one has no such run)."""
+    (spool / "0123456789abcdef0123456789abcdef.jsonl").write_text(
+        json.dumps({"op": "tags", "tags": {"from": "another store"}}) + "\n")
+
+
+def test_a_spool_of_another_store_or_sweep_never_holds_a_closing_back(store, two_trial_sweep, tmp_path):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    spool = tmp_path / "spool"
+    down = MlflowClient(closed_port_uri())
+    Recorder(down, unfinished, str(spool)).terminate("FINISHED")
+    Recorder(down, parent, str(spool)).finish_sweep(experiment_id, "FINISHED")
+    _foreign_spool(spool)
+    reasons = {}
+    left = sync_spools(uri, str(spool), finish_sweep, reasons)
+    assert left == {unfinished: 0, parent: 0, "0123456789abcdef0123456789abcdef": 1}
+    assert client.get_run(parent).info.status == "FINISHED"  # closed, although another spool is pending
+    assert "not found" in reasons["0123456789abcdef0123456789abcdef"]
+
+
+def test_spools_are_kept_per_store_and_experiment():
+    folders = {scoped("/runs/spool", uri, experiment) for uri in ("sqlite:///a.db", "http://mlflow:5000")
+               for experiment in ("vd", "vd/2", "smoke")}
+    assert len(folders) == 6 and all(f.startswith("/runs/spool/") for f in folders)
+    assert scoped("/runs/spool", "sqlite:///a.db", "vd") == scoped("/runs/spool", "sqlite:///a.db", "vd")
+
+
+def test_report_sync_exits_non_zero_naming_what_is_pending_while_a_closing_stays_open(store, two_trial_sweep,
+                                                                                       tmp_path, capsys):
+    uri, client, experiment_id = store
+    parent, done, unfinished = two_trial_sweep
+    spool = tmp_path / "spool"
+    Recorder(MlflowClient(closed_port_uri()), parent, str(spool)).finish_sweep(experiment_id, "FINISHED")
+    # its own trial's spool, which cannot replay (an artifact that is gone): the closing must wait for it
+    (spool / f"{unfinished}.jsonl").write_text(json.dumps({"op": "artifact", "path": "/nonexistent",
+                                                            "artifact_path": None}) + "\n")
+    with pytest.raises(ClosingSpooled) as pending:
+        report("exp", uri, sync=True, spool_dir=str(spool))
+    assert pending.value.exit_code == 3
+    message = str(pending.value)
+    assert f"run {parent}: 1 write(s); waits for its trial run(s) {unfinished}" in message
+    assert f"run {unfinished}: 1 write(s);" in message and "RUNNING" in message
+    assert "2 write(s) still pending" in capsys.readouterr().out
+    assert client.get_run(parent).info.status == "RUNNING"
 
 
 class FailsOnce:

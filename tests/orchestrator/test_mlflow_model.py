@@ -133,8 +133,32 @@ def post(url: str, body: dict) -> tuple[int, dict]:
         return error.code, json.load(error)
 
 
+def bad_rows() -> dict[str, list[dict]]:
+    """Rows the model cannot answer truly -> what its refusal says."""
+    x = images()
+    nan = x[1].clone()
+    nan[0, 3, 3] = float("nan")
+    return {
+        "row 1: image of shape 3 x 20 x 20, but domain 'letters' takes 3 x 16 x 16":
+            [request_rows(x)[0], {"domain": "letters", "image": images(20)[0].tolist()}],
+        "Expected data to be list or numpy array": [{"domain": "digits", "image": x[0, 0].tolist()}],  # MLflow
+        "row 0: image has NaN or infinite values": [{"domain": "letters", "image": nan.tolist()}],
+    }
+
+
+def test_the_model_refuses_an_image_of_the_wrong_size_or_with_nan_naming_the_row(trial, monkeypatch):
+    uri, client, run_id, bap_path = trial
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    model = mlflow.pyfunc.load_model(f"models:/{logged_model_id(client, run_id)}")
+    for reason, rows in bad_rows().items():
+        with pytest.raises(mlflow.MlflowException, match=reason.replace("(", r"\(")) as refused:
+            model.predict(pd.DataFrame(rows))
+        assert refused.value.error_code in ("INVALID_PARAMETER_VALUE", "BAD_REQUEST")
+    assert_logits(model.predict(pd.DataFrame(request_rows(images())))["logits"].tolist(), bap_path, images())
+
+
 @pytest.mark.slow
-def test_mlflow_models_serve_answers_a_batch_of_two_domains(trial, tmp_path):
+def test_mlflow_models_serve_answers_a_batch_of_two_domains_and_400_with_the_reason(trial, tmp_path):
     uri, client, run_id, bap_path = trial
     port = free_port()
     base = f"http://127.0.0.1:{port}"
@@ -161,10 +185,16 @@ def test_mlflow_models_serve_answers_a_batch_of_two_domains(trial, tmp_path):
         assert_logits([row["logits"] for row in body["predictions"]], bap_path, x)
         status, body = post(f"{base}/invocations", {"dataframe_records": [{"domain": "nope", "image": x[0].tolist()}]})
         assert status == 400 and "nope" in body["message"]
+        for reason, rows in bad_rows().items():  # never logits of a wrong-sized image, never a body of NaN
+            status, body = post(f"{base}/invocations", {"dataframe_records": rows})
+            assert status == 400 and reason in body["message"], (status, body)
     finally:
         with contextlib.suppress(ProcessLookupError):  # gone already when the server failed to start
             os.killpg(server.pid, signal.SIGTERM)  # the server and the uvicorn it started
         server.wait(timeout=30)
+
+
+SIZES = {"digits": (32, 32), "letters": (32, 32)}
 
 
 def pruned_bap(path: str) -> str:
@@ -181,7 +211,8 @@ def test_front_runs_are_registered_once_with_their_tags(store, tmp_path):
     experiment_id = ensure_experiment(client, "models")
     front, off, bare = (client.create_run(experiment_id).info.run_id for _ in range(3))
     path = pruned_bap(str(tmp_path / "model.bap"))
-    model_ids = {run: log_pyfunc_model(Recorder(client, run, str(tmp_path / "spool")), path) for run in (front, off)}
+    model_ids = {run: log_pyfunc_model(Recorder(client, run, str(tmp_path / "spool")), path, SIZES)
+                 for run in (front, off)}
     table = [{"run_id": run, "pareto_params": on_front, "budget": budget, "sharing": "union",
               "backbone": "resnet26", "domain_set": "digits+letters"}
              for run, on_front, budget in ((front, True, 0.25), (off, False, 0.5), (bare, True, 0.75))]
@@ -200,7 +231,7 @@ def test_mlflow_down_spools_the_model_files_and_a_flush_brings_them_to_the_run(s
     path = pruned_bap(os.path.join(spool, f"{run_id}.files", "model.bap"))
     down = Recorder(MlflowClient(closed_port_uri()), run_id, spool)
     start = time.monotonic()
-    assert log_pyfunc_model(down, path) is None
+    assert log_pyfunc_model(down, path, SIZES) is None
     assert time.monotonic() - start < 30  # fail-fast HTTP: no 4-minute backoff
     assert down.pending() == 1 and os.path.isfile(os.path.join(os.path.dirname(path), MODEL_NAME, "MLmodel"))
 

@@ -57,3 +57,28 @@ def test_a_data_draw_is_also_the_pretraining_seed(tmp_path, monkeypatch):
             train=dataclasses.replace(cfg.train, device="cpu"))
         blobs += pretrained.backbone_weights(plan_sweep(cfg)).values()
     assert seeds == [0, 1] and blobs[0] != blobs[1]
+
+
+def test_a_sweep_pretrains_as_a_ray_task_with_a_trials_resources(tmp_path, monkeypatch):
+    # Inside Ray's CPU accounting: the driver's machine may have no CPU to spare (the compose sweep container).
+    import os
+
+    import ray
+
+    monkeypatch.setattr(pretrained, "CACHE_DIR", str(tmp_path / "driver-cache"))
+    monkeypatch.setenv("BAP_CACHE_DIR", str(tmp_path / "node-cache"))  # the task's node reads its own
+    cfg = SweepConfig()
+    cfg = dataclasses.replace(
+        cfg, model=dataclasses.replace(cfg.model, weights=EMBEDDED_WEIGHTS, width=0.125),
+        data=dataclasses.replace(cfg.data, image_size=16, source_train_per_class=8),
+        train=dataclasses.replace(cfg.train, device="cpu"))
+    ray.init(address="local", num_cpus=1, include_dashboard=False)  # never a cluster someone started here
+    try:
+        (blob,) = pretrained.backbone_weights(plan_sweep(cfg), in_ray=True).values()
+        node_files = os.listdir(tmp_path / "node-cache")
+    finally:
+        ray.shutdown()
+    assert torch.load(io.BytesIO(blob), weights_only=True)["fc.weight"].shape[0] == 10
+    assert len(node_files) == 1  # pretrained in the task, into its node's cache
+    (cached,) = (tmp_path / "driver-cache").iterdir()
+    assert cached.read_bytes() == blob  # and the driver keeps a copy

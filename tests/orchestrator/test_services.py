@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import os
+import shutil
+import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -61,3 +64,38 @@ def test_in_a_notebook_an_unreachable_service_is_an_exception_naming_it():
         check_services(SweepConfig(mlflow=MlflowConfig(tracking_uri=uri)))
     with pytest.raises(ServiceUnavailable, match=r"Ray cluster at .* \(RAY_ADDRESS / ray.address\) is unreachable"):
         check_services(SweepConfig(ray=RayConfig(address=address)))
+
+
+def test_a_cluster_too_small_for_a_trial_is_named_before_any_pretraining(tmp_path):
+    # With RAY_ADDRESS the resources are known only once connected: checked then, before the backbone is
+    # pretrained (minutes on a real preset) and before any MLflow run.
+    port = _closed_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("RAY_")}, "HOME": str(tmp_path)}
+    ray_cli = os.path.join(os.path.dirname(sys.executable), "ray")
+    # Its own temp dir: the machine-wide /tmp/ray/ray_current_cluster, which a bare ray.init() joins, stays as it is.
+    temp_dir = tempfile.mkdtemp(prefix="bapray-", dir="/tmp")  # short: Ray's socket paths have a length limit
+    head = subprocess.Popen([ray_cli, "start", "--head", f"--port={port}", "--num-cpus=1", "--num-gpus=0",
+                             f"--temp-dir={temp_dir}", "--include-dashboard=false", "--disable-usage-stats",
+                             "--block"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        environment = {**env, "RAY_ADDRESS": f"127.0.0.1:{port}", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/m.db",
+                       "BAP_CACHE_DIR": str(tmp_path / "cache")}
+        deadline = time.monotonic() + 120
+        while True:  # the head is up when its GCS port answers
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline and head.poll() is None, "ray start --head did not come up"
+                time.sleep(1)
+        done = subprocess.run([sys.executable, "-m", "orchestrator.sweep", "budgets=0.5", "ray.cpus_per_trial=4",
+                               "model.width=0.125"], cwd=tmp_path, env=environment, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=60)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert "ray.cpus_per_trial=4 but the cluster has 1 CPU(s)" in done.stderr
+    assert "pretraining" not in done.stderr and not (tmp_path / "cache").exists()

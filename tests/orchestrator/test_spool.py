@@ -9,10 +9,10 @@ import time
 import pytest
 from mlflow.tracking import MlflowClient
 
-from orchestrator.config import RayConfig, SweepConfig
+from orchestrator.config import MlflowConfig, RayConfig, SweepConfig
 from orchestrator.errors import UsageError
 from orchestrator.report import report
-from orchestrator.spool import DEFAULT_SPOOL, Recorder
+from orchestrator.spool import DEFAULT_SPOOL, Recorder, scoped
 from orchestrator.sweep import sweep_spool_dir
 from orchestrator.tracking import FAIL_FAST_HTTP, use_fail_fast_http
 from tests.orchestrator.helpers import closed_port_uri
@@ -105,7 +105,8 @@ def test_flush_retries_until_the_server_is_back_and_replays_once_in_order(tmp_pa
     ("s3://bucket/ray", os.path.abspath(DEFAULT_SPOOL)),
 ])
 def test_sweep_spool_is_beside_shared_storage_or_node_local(storage, expected):
-    assert sweep_spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=storage))) == expected
+    cfg = SweepConfig(ray=RayConfig(address=None, storage_path=storage))
+    assert sweep_spool_dir(cfg) == scoped(expected, cfg.mlflow.tracking_uri, cfg.experiment)
 
 
 def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, monkeypatch):
@@ -115,9 +116,11 @@ def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, mo
     experiment_id = client.create_experiment("exp")
     down = MlflowClient(closed_port_uri())
     # orchestrator.train's spool, and a default sweep's beside its Tune results
-    sweep_spool = sweep_spool_dir(SweepConfig(ray=RayConfig(address=None, storage_path=os.path.abspath("runs/ray"))))
+    sweep_spool = sweep_spool_dir(SweepConfig(experiment="exp", ray=RayConfig(address=None,
+                                                                         storage_path=os.path.abspath("runs/ray")),
+                                         mlflow=MlflowConfig(tracking_uri=uri)))
     runs = {}
-    for spool in (os.path.abspath(DEFAULT_SPOOL), sweep_spool):
+    for spool in (scoped(os.path.abspath(DEFAULT_SPOOL), uri, "exp"), sweep_spool):
         run_id = client.create_run(experiment_id).info.run_id
         Recorder(down, run_id, spool).log_metrics({"acc_mean": 50.0, "params_total": 10.0}, step=1)
         runs[run_id] = spool
@@ -125,3 +128,16 @@ def test_report_sync_replays_where_train_and_sweep_spool_by_default(tmp_path, mo
         report(experiment="exp", tracking_uri=uri, sync=True)  # no spool_dir: the defaults, from the cwd
     for run_id in runs:
         assert client.get_run(run_id).data.metrics["acc_mean"] == 50.0
+
+
+def test_the_spool_imports_neither_the_front_nor_the_sweeps_config():
+    # A trial worker imports the spool; a sweep's closing reaches it as a callback (orchestrator.front.finish_sweep).
+    import subprocess
+    import sys
+
+    script = ("import sys, orchestrator.spool; "
+              "print(sorted(m for m in ('orchestrator.front', 'orchestrator.config') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                         env={**os.environ, "PYTHONPATH": os.path.dirname(os.path.dirname(os.path.dirname(
+                             os.path.abspath(__file__))))}).stdout
+    assert out.strip() == "[]"

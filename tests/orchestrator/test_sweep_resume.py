@@ -9,15 +9,18 @@ import pickle
 import time
 from types import SimpleNamespace
 
+import pyarrow.fs
 import pytest
 from ray.tune.callback import CallbackList
 
 from orchestrator.config import SweepConfig
+from orchestrator.errors import UsageError
 from orchestrator.resume import (DIGESTS_KEPT, LATEST, LAUNCH_DIR_TAG, DigestRecorder, check_restorable,
                                  check_same_sweep, comparable_config, find_sweep, recorded_config, recorded_digests,
                                  resume_target)
 from orchestrator.spool import sync_spools
-from orchestrator.tracking import DIGESTS_TAG, SWEEP_TAG
+from orchestrator.tracking import CHECKPOINT_DIGESTS_PREFIX, DIGESTS_TAG, SWEEP_TAG
+from orchestrator.verified_fs import UnverifiedFile
 
 
 @pytest.mark.parametrize("value, expected", [(None, None), (False, None), ("False", None), ("", None),
@@ -45,7 +48,7 @@ def test_a_changed_config_is_refused_naming_every_key_and_the_ways_out():
     cfg = SweepConfig(budgets=[0.25, 0.5])
     changed = dataclasses.replace(cfg, resume="true", budgets=[0.25, 0.5, 1.0],
                                   train=dataclasses.replace(cfg.train, epochs=3))
-    with pytest.raises(SystemExit) as refused:
+    with pytest.raises(UsageError) as refused:
         check_same_sweep(comparable_config(cfg), changed)
     message = str(refused.value)
     assert "budgets: [0.25, 0.5] -> [0.25, 0.5, 1.0]" in message
@@ -58,12 +61,12 @@ def test_a_sweep_recorded_before_search_existed_resumes_as_the_grid_it_was():
     recorded = {k: v for k, v in comparable_config(cfg).items() if not k.startswith("search.")}
     check_same_sweep(recorded, cfg)
     optuna = dataclasses.replace(cfg, search=dataclasses.replace(cfg.search, algorithm="optuna"))
-    with pytest.raises(SystemExit, match=r"search.algorithm: grid -> optuna"):
+    with pytest.raises(UsageError, match=r"search.algorithm: grid -> optuna"):
         check_same_sweep(recorded, optuna)
 
 
 def test_a_sweep_recorded_without_its_config_is_not_resumed():
-    with pytest.raises(SystemExit, match=r"data.root: \(unset\) ->"):
+    with pytest.raises(UsageError, match=r"data.root: \(unset\) ->"):
         check_same_sweep({}, SweepConfig(resume="true"))
 
 
@@ -83,16 +86,16 @@ def test_resume_true_takes_the_latest_recorded_sweep_and_never_a_planted_folder(
     (tmp_path / "exp_9" / "tuner.pkl").write_bytes(b"planted")
     assert find_sweep(client, "exp", LATEST).info.run_id == latest.info.run_id
     assert find_sweep(client, "exp", str(tmp_path / "exp_1")).data.tags[SWEEP_TAG] == str(tmp_path / "exp_1")
-    with pytest.raises(SystemExit, match=r"(?s)no sweep recorded .*exp_2 \(KILLED\)"):
+    with pytest.raises(UsageError, match=r"(?s)no sweep recorded .*exp_2 \(KILLED\)"):
         find_sweep(client, "exp", str(tmp_path / "exp_9"))
 
 
 def test_resume_true_refuses_when_the_latest_sweep_finished_or_none_exists(store, tmp_path):
     uri, client, experiment_id = store
-    with pytest.raises(SystemExit, match="has no sweep"):
+    with pytest.raises(UsageError, match="has no sweep"):
         find_sweep(client, "exp", LATEST)
     _parent(client, experiment_id, str(tmp_path / "exp_1"), "FINISHED")
-    with pytest.raises(SystemExit, match="finished; start a new sweep .* resume=PATH"):
+    with pytest.raises(UsageError, match="finished; start a new sweep .* resume=PATH"):
         find_sweep(client, "exp", LATEST)
 
 
@@ -134,11 +137,11 @@ def test_only_files_the_driver_recorded_are_restored(store, tmp_path):
     marker = tmp_path / "planted-code-ran"
     good = (sweep_dir / "tuner.pkl").read_bytes()
     (sweep_dir / "tuner.pkl").write_bytes(pickle.dumps(Planted(str(marker))))
-    with pytest.raises(SystemExit, match="tuner.pkl in .* are not files this sweep recorded"):
+    with pytest.raises(UsageError, match="tuner.pkl in .* are not files this sweep recorded"):
         check_restorable(str(sweep_dir), client.get_run(parent))
     (sweep_dir / "tuner.pkl").write_bytes(good)
     (sweep_dir / "callback-state.pkl").write_bytes(pickle.dumps(Planted(str(marker))))  # an added file counts too
-    with pytest.raises(SystemExit, match="callback-state.pkl in"):
+    with pytest.raises(UsageError, match="callback-state.pkl in"):
         check_restorable(str(sweep_dir), client.get_run(parent))
     assert not marker.exists()
     os.remove(sweep_dir / "callback-state.pkl")
@@ -168,14 +171,14 @@ def test_a_spooled_write_never_vouches_for_a_file(store, tmp_path):
                                                                                "other": "kept"}}) + "\n")
     sync_spools(store[0], str(spool))
     assert client.get_run(parent).data.tags["other"] == "kept"
-    with pytest.raises(SystemExit, match="not files this sweep recorded"):
+    with pytest.raises(UsageError, match="not files this sweep recorded"):
         check_restorable(str(sweep_dir), client.get_run(parent))
 
 
 def test_a_gone_folder_is_refused(store, tmp_path):
     uri, client, experiment_id = store
     parent = _parent(client, experiment_id, str(tmp_path / "gone"))
-    with pytest.raises(SystemExit, match="no restorable Tune state"):
+    with pytest.raises(UsageError, match="no restorable Tune state"):
         check_restorable(str(tmp_path / "gone"), parent)
 
 
@@ -203,3 +206,70 @@ def test_a_second_recorder_merges_with_what_the_first_recorded(store, tmp_path):
     (sweep_dir / "experiment_state-1.json").write_text("later")
     restored.record(str(sweep_dir))
     check_restorable(str(sweep_dir), client.get_run(parent))  # tuner.pkl's digest survived the second writer
+
+
+def test_a_file_swapped_after_the_check_is_never_read_tune_gets_the_verified_bytes(store, tmp_path):
+    # The driver pretrains and starts Ray between the check and Tune's restore: a swap in that window is refused
+    # when Tune reads the file, and what Tune reads is the very bytes that were hashed.
+    client, sweep_dir, parent, _ = _recorded_sweep(store, tmp_path)
+    good = (sweep_dir / "tuner.pkl").read_bytes()
+    filesystem, path = check_restorable(str(sweep_dir), client.get_run(parent))
+    with filesystem.open_input_file(f"{path}/tuner.pkl") as f:
+        assert f.read() == good
+    marker = tmp_path / "planted-code-ran"
+    (sweep_dir / "tuner.pkl").write_bytes(pickle.dumps(Planted(str(marker))))
+    (sweep_dir / "searcher-state-2.pkl").write_bytes(pickle.dumps(Planted(str(marker))))  # a new file too
+    for name in ("tuner.pkl", "searcher-state-2.pkl"):
+        with pytest.raises(UnverifiedFile, match=f"{name} in .* not a file this sweep recorded"):
+            pickle.loads(filesystem.open_input_stream(f"{path}/{name}").read())
+    # as the trial workers get it: pickled with Tune's storage context
+    with pytest.raises(UnverifiedFile):
+        pickle.loads(pickle.dumps(filesystem)).open_input_stream(f"{path}/tuner.pkl")
+    assert not marker.exists()
+
+
+def _checkpoint(sweep_dir, trial, number, payload=b"weights"):
+    folder = sweep_dir / trial / f"checkpoint_{number:06d}"
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(payload)
+    return folder
+
+
+def test_trial_checkpoints_are_recorded_as_tune_reports_them_and_checked_before_and_while_read(store, tmp_path):
+    client, sweep_dir, parent, digests = _recorded_sweep(store, tmp_path)
+    trial = "resnet26_all_union_b0.5_s0_abc_00000"
+    folders = [_checkpoint(sweep_dir, trial, n, f"epoch {n}".encode()) for n in range(1, DIGESTS_KEPT + 2)]
+    for folder in folders:
+        digests.record_checkpoint(pyarrow.fs.LocalFileSystem(), str(folder))
+    recorded = json.loads(client.get_run(parent).data.tags[CHECKPOINT_DIGESTS_PREFIX + trial])
+    assert sorted(recorded) == [f"{f.name}/checkpoint.pt" for f in folders[-DIGESTS_KEPT:]]  # the newest kept
+    filesystem, path = check_restorable(str(sweep_dir), client.get_run(parent))
+    newest = f"{path}/{trial}/{folders[-1].name}/checkpoint.pt"
+    with filesystem.open_input_stream(newest) as f:
+        assert f.read() == f"epoch {DIGESTS_KEPT + 1}".encode()
+
+    (folders[-1] / "checkpoint.pt").write_bytes(b"planted weights")  # after the check: refused when read
+    with pytest.raises(UnverifiedFile, match="checkpoint.pt"):
+        filesystem.open_input_stream(newest)
+    with pytest.raises(UsageError, match=f"{trial}/{folders[-1].name}/checkpoint.pt in"):  # before: at the check
+        check_restorable(str(sweep_dir), client.get_run(parent))
+
+
+def test_a_checkpoint_the_driver_never_learned_of_does_not_block_a_resume_but_is_never_read(store, tmp_path):
+    # The driver was killed after a worker wrote a checkpoint and before Tune told the driver of it: Tune's
+    # state does not name that checkpoint, so the resume goes ahead; a read of it is refused all the same.
+    client, sweep_dir, parent, digests = _recorded_sweep(store, tmp_path)
+    digests.record_checkpoint(pyarrow.fs.LocalFileSystem(), str(_checkpoint(sweep_dir, "trial_abc_00000", 1)))
+    unknown = _checkpoint(sweep_dir, "trial_abc_00001", 3)
+    filesystem, path = check_restorable(str(sweep_dir), client.get_run(parent))
+    with pytest.raises(UnverifiedFile):
+        filesystem.open_input_stream(f"{path}/trial_abc_00001/{unknown.name}/checkpoint.pt")
+    (sweep_dir / "trial_abc_00001" / "result.json").write_text("{}")  # results are not restore files
+    assert filesystem.open_input_stream(f"{path}/trial_abc_00001/result.json").read() == b"{}"
+
+
+def test_a_sweep_recorded_before_checkpoints_were_hashed_is_refused_up_front(store, tmp_path):
+    client, sweep_dir, parent, _ = _recorded_sweep(store, tmp_path)
+    _checkpoint(sweep_dir, "trial_abc_00000", 1)  # no digest of it anywhere: no trial of this sweep could restore
+    with pytest.raises(UsageError, match="recorded before its trial checkpoints were hashed"):
+        check_restorable(str(sweep_dir), client.get_run(parent))

@@ -139,8 +139,53 @@ def test_missing_weights_and_one_file_for_several_backbones(tmp_path):
     assert any("put {backbone} in the path" in e for e in errors)
     (tmp_path / "resnet26.pt").write_bytes(b"")
     cfg.model.weights = str(tmp_path / "{backbone}.pt")
+    errors = errors_of(cfg)
+    assert any("resnet50.pt does not exist" in e for e in errors)
+    assert any("resnet26.pt: weights=" in e and "is not a loadable state dict" in e for e in errors)
+
+
+class Planted:
+    def __reduce__(self):
+        return (print, ("planted code ran",))
+
+
+def test_the_weights_a_sweep_will_use_are_loaded_up_front(tmp_path):
+    # A directory, a pickle with code, a file of another width: each named at validation (the dry run), not in a
+    # trial naming a temporary copy.
+    import torch
+
+    from bap import build_model
+    from bap.models.weights import single_domain_state_dict
+
+    cfg = sweep()
+    cfg.model = dataclasses.replace(cfg.model, width=0.125, weights=str(tmp_path))
+    assert any(e == f"model.weights file {tmp_path} is a directory, not a file; train one with the pretrain entry "
+               "point, fix the path, or set model.weights=null for a randomly initialised backbone"
+               for e in errors_of(cfg))
+    for name, content in (("code.pt", {"conv1.weight": Planted()}),
+                          ("wide.pt", single_domain_state_dict(build_model("resnet26", {"a": 2}, width=0.25), "a"))):
+        torch.save(content, tmp_path / name)
+    cfg.model = dataclasses.replace(cfg.model, weights=str(tmp_path / "code.pt"))
     [error] = errors_of(cfg)
-    assert "resnet50.pt does not exist" in error
+    assert error.startswith(f"model.weights file {tmp_path}/code.pt: weights=") and "not a loadable state dict" in error
+    cfg.model = dataclasses.replace(cfg.model, weights=str(tmp_path / "wide.pt"))
+    [error] = errors_of(cfg)
+    assert "does not match resnet26 at width 0.125" in error and "shape mismatches" in error
+    narrow = single_domain_state_dict(build_model("resnet26", {"a": 2}, width=0.125), "a")
+    torch.save(narrow, tmp_path / "narrow.pt")
+    cfg.model = dataclasses.replace(cfg.model, weights=str(tmp_path / "narrow.pt"))
+    validate(plan_sweep(cfg), CPU2)
+
+
+def test_silently_ignored_or_meaningless_settings_are_refused():
+    cfg = compose_sweep_config(["domain_sets=[[digits,faces]]", "data.domains=[scenes]"])
+    assert any(e.startswith("data.domains=['scenes'] is ignored when domain_sets is set") for e in errors_of(cfg))
+    cfg = compose_sweep_config(["search=optuna", "search.num_samples=4", "search.startup_trials=10"])
+    assert any(e.startswith("search.startup_trials=10 is more than search.num_samples=4") for e in errors_of(cfg))
+    cfg = sweep()
+    cfg.model = dataclasses.replace(cfg.model, width=1e-9)
+    assert any(e.startswith("model.width=1e-09 leaves resnet26 layers of 1 channel(s), too few to prune")
+               for e in errors_of(cfg))
 
 
 def test_resources_the_cluster_cannot_satisfy():
@@ -283,3 +328,36 @@ def test_a_model_registry_name_mlflow_would_refuse_fails_before_the_sweep(name):
     cfg = compose_sweep_config([f"model_registry='{name}'"])
     with pytest.raises(SweepConfigError, match="model_registry=.* is no MLflow model name"):
         validate(plan_sweep(cfg))
+
+
+def test_storage_and_store_that_cannot_be_written_are_named_before_anything_starts(tmp_path):
+    import sqlite3
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    cfg = sweep()
+    cfg.ray = dataclasses.replace(cfg.ray, storage_path=str(blocker / "ray"))
+    cfg.mlflow.tracking_uri = f"sqlite:///{tmp_path}/corrupt.db"
+    (tmp_path / "corrupt.db").write_text("not a database")
+    errors = errors_of(cfg, CPU2)
+    assert f"ray.storage_path={blocker}/ray cannot be written: {blocker} is a file, not a folder; make it writable " \
+           "or point ray.storage_path at a writable folder" in errors
+    assert any(e.startswith(f"mlflow.tracking_uri=sqlite:///{tmp_path}/corrupt.db: the SQLite store cannot be used: "
+                            "file is not a database; it is corrupt") for e in errors)
+
+    locked = tmp_path / "locked.db"
+    holder = sqlite3.connect(locked)
+    holder.execute("CREATE TABLE t (x)")
+    holder.commit()
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing
+    cfg = sweep()
+    cfg.ray = dataclasses.replace(cfg.ray, storage_path=str(tmp_path / "runs"))
+    cfg.mlflow.tracking_uri = f"sqlite:///{locked}"
+    try:
+        [error] = errors_of(cfg, CPU2)
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "database is locked; another process holds it" in error
+    validate(plan_sweep(cfg), CPU2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "corrupt.db", "locked.db"]  # checks leave nothing

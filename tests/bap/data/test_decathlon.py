@@ -164,6 +164,21 @@ def test_file_names_outside_the_root_are_refused(tree, name):
         build_domains(_cfg(tree))
 
 
+def test_an_image_linked_to_a_file_outside_the_root_is_refused_a_linked_folder_is_not(tree, tmp_path):
+    victim = os.path.join(tree, "data", "svhn", "val", "1037.jpg")
+    outside = tmp_path / "secret.jpg"
+    os.replace(victim, outside)
+    os.symlink(outside, victim)
+    with pytest.raises(ValueError, match=r"1037\.jpg of domain 'svhn' .* is a link to .*secret\.jpg, outside the data"):
+        build_domains(_cfg(tree))
+    os.remove(victim)
+    os.replace(outside, victim)
+    moved = tmp_path / "dtd-elsewhere"  # a data root assembled from a linked folder: the owner's choice
+    os.replace(os.path.join(tree, "data", "dtd"), moved)
+    os.symlink(moved, os.path.join(tree, "data", "dtd"))
+    build_domains(_cfg(tree))
+
+
 def test_missing_image_file(tree):
     victim = os.path.join(tree, "data", "svhn", "val", "1037.jpg")
     os.remove(victim)
