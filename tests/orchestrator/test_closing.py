@@ -178,8 +178,9 @@ def test_a_server_back_just_in_time_still_gives_the_true_front(store, two_trial_
     parent, done, unfinished = two_trial_sweep
     flaky = FailsOnce(client)
     cfg = SweepConfig(experiment="exp", mlflow=MlflowConfig(tracking_uri=uri, end_wait_s=0))
-    table = close_sweep(cfg, flaky, experiment_id, parent, Recorder(flaky, parent, str(tmp_path / "spool")),
-                        "FINISHED", {}, str(tmp_path / "spool"))
+    table = close_sweep(cfg, flaky, experiment_id, parent,
+                        Recorder(flaky, parent, str(tmp_path / "spool"), finish_sweep), "FINISHED", {},
+                        str(tmp_path / "spool"))
     assert [row["run_id"] for row in table.rows] == [done]  # the front it closed with, not an empty table
     assert client.get_run(parent).info.status == "FINISHED"
     assert client.get_run(unfinished).info.status == "KILLED"
