@@ -9,6 +9,7 @@ import torch
 from bap import PretrainConfig, build_model
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_command_line_pretrains_a_loadable_backbone_with_its_own_head(tmp_path):
     out = tmp_path / "backbone.pt"
     done = subprocess.run(

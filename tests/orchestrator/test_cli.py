@@ -142,6 +142,7 @@ def test_the_old_name_of_the_methods_axis_is_rewritten_with_a_printed_warning(tm
     assert {t["method"] for t in json.loads(proc.stdout.splitlines()[0])["trials"]} == {"none", "union"}
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_the_sweep_drivers_threads_share_its_few_malloc_arenas():
     """orchestrator.sweep.main limits glibc's arenas before Ray and Tune start the driver's threads."""
@@ -162,6 +163,7 @@ def test_a_key_that_is_not_there_gets_the_one_meant(tmp_path):
         "error: Could not override 'trian.epochs': no such key; did you mean `train.epochs`?"]
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_report_and_train_against_an_unreachable_mlflow_say_so_in_seconds(tmp_path):
     from tests.orchestrator.helpers import closed_port_uri
 

@@ -40,6 +40,7 @@ def test_records_are_the_finished_trials_of_one_sweep_or_of_all(store, two_trial
     assert (record[M.ACC_MEAN], record[M.PARAMS_RATIO], record["budget"]) == (60.0, 0.4, 0.4)
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_reading_a_sweep_keeps_one_page_of_runs_alive_at_a_time(store):
     # The closing reads every run of the sweep: held all at once, 1,000 runs were the driver's largest memory use.
     uri, client, experiment_id = store

@@ -94,6 +94,7 @@ def test_the_trial_lists_its_logged_model_with_a_signature_naming_the_domain(tri
     assert not os.path.exists(os.path.join(os.path.dirname(bap_path), MODEL_NAME))  # logged: the local copy goes
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_a_fresh_process_loads_it_without_the_training_code_and_matches_bap_load(trial, tmp_path):
     uri, client, run_id, bap_path = trial
     x = images()

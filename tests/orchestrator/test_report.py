@@ -31,6 +31,7 @@ def test_the_report_reads_hydra_overrides_and_its_old_flags_with_a_warning(monke
     ([], "experiment is required: python -m orchestrator.report experiment=NAME"),
     (["experiment=x", "budgets=0.5"], "Could not override 'budgets'"),  # a sweep key means nothing to a report
 ])
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_a_report_without_an_experiment_or_with_a_sweep_key_exits_2_naming_it(tmp_path, args, message):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     proc = subprocess.run([sys.executable, "-m", "orchestrator.report", *args], cwd=tmp_path, env=env,

@@ -8,6 +8,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
+import pytest
 from ray import tune
 
 import bap
@@ -98,6 +99,7 @@ def attempt(monkeypatch, sweep, experiment_id, parent, tmp_path, restored=None, 
     return kept[-1] if kept else None
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_a_retried_trial_records_the_epoch_it_resumed_from_and_a_restart_from_scratch_none(store, tmp_path,
                                                                                           monkeypatch):
     # tests/cluster's killed-node test reads this tag back (a worker's log line may never reach the driver).

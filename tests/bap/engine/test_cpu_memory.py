@@ -57,6 +57,7 @@ def arenas_of_threads(mode: str) -> list[str]:
                           cwd=REPO).stdout.split()
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 @pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc only")
 def test_threads_share_at_most_the_limited_number_of_arenas():
     assert int(arenas_of_threads("default")[0]) > 2  # default glibc: eight allocating threads get arenas of their own

@@ -97,6 +97,7 @@ def test_usage_follows_the_annealed_target_every_epoch(tiny_domains):
         assert h[M.BUDGET_TARGET] - 0.03 <= h["budget_usage/alpha"] <= h[M.BUDGET_TARGET] + 1e-12
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_each_epoch_reports_the_size_it_would_end_with_and_leaves_the_switches_alone(tiny_domains):
     # What a Pareto-aware scheduler compares: while the budget anneals, the current masks are larger than any model
     # the trial can end with; the reported size is theirs projected to the budget, as finalize would.
@@ -150,6 +151,7 @@ def _three_domains():
     return {name: tiny_domain(name, 3, seed=seed) for seed, name in enumerate(("p", "q", "r"))}
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_each_sharing_loss_raises_overlap_above_none_at_the_same_usage():
     domains = _three_domains()
 
@@ -166,6 +168,7 @@ def test_each_sharing_loss_raises_overlap_above_none_at_the_same_usage():
         assert m[M.UNION_FRACTION] < none[M.UNION_FRACTION], sharing
 
 
+@pytest.mark.slow  # over 7 s idle: left out of the fast loop
 def test_learnable_weight_stays_bounded_and_comes_back_over_a_long_run(tiny_domains):
     # target 0 is never reached: the weight rises, but never past max_weight (exp(-w) L + w grew without bound)
     cfg = config(budget=0.5, sharing="jaccard", epochs=1, steps=60, weight="learnable", target=0.0, max_weight=4.0,
