@@ -236,17 +236,21 @@ def test_mlflow_outage_is_spooled_and_replayed(stack, experiment, tmp_path):
     run = wait_until(lambda: next((r for r in children(client, experiment) if "val/acc_mean" in r.data.metrics),
                                   None), 240, "the trial's first epoch in MLflow", processes=(driver,))
     stack.mlflow.kill()
-    spool = tmp_path / "runs" / "ray" / "mlflow_spool" / f"{run.info.run_id}.jsonl"
-    # Training goes on: the next epochs land in the trial's spool (on the storage every node shares).
-    wait_until(lambda: spool.exists() and sum(1 for _ in open(spool)) >= 1, 120, "a spooled write",
-               processes=(driver,))
-    spooled = [json.loads(line)["op"] for line in open(spool)]
+    # Training goes on: the next epochs land in the trial's spool (on the storage every node shares), in the
+    # folder of this store and experiment (spool.scoped).
+    pattern = str(tmp_path / "runs" / "ray" / "mlflow_spool" / "*" / f"{run.info.run_id}.jsonl")
+
+    def spooled_lines() -> list[str]:
+        return [line for path in glob.glob(pattern) for line in open(path)]
+
+    wait_until(lambda: len(spooled_lines()) >= 1, 120, "a spooled write", processes=(driver,))
+    spooled = [json.loads(line)["op"] for line in spooled_lines()]
     stack.mlflow.start()  # the same command, database and artifact directory
     assert driver.wait(timeout=300) == 0, driver.tail()
     assert "1 finished trial(s), 0 failed" in finished_line(driver)
 
     assert "metrics" in spooled
-    assert not glob.glob(str(tmp_path / "runs" / "ray" / "mlflow_spool" / "*.jsonl"))  # all replayed
+    assert not glob.glob(str(tmp_path / "runs" / "ray" / "mlflow_spool" / "**" / "*.jsonl"), recursive=True)
     (only,) = children(client, experiment)
     assert_complete(client, only, n_epochs=n_epochs)  # nothing lost, nothing twice
     (parent,) = parents(client, experiment)
@@ -342,7 +346,7 @@ def test_mlflow_down_at_the_end_is_closed_by_report_sync(stack, experiment, tmp_
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED"
     assert "pareto.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert not glob.glob(str(tmp_path / "runs" / "ray" / "mlflow_spool" / "*.jsonl"))
+    assert not glob.glob(str(tmp_path / "runs" / "ray" / "mlflow_spool" / "**" / "*.jsonl"), recursive=True)
 
 
 def test_ray_head_killed_then_resume_finishes_every_trial_once(stack, experiment, tmp_path):
