@@ -54,17 +54,22 @@ def _driver(args, tmp_path):
     return driver, Lines(driver.stderr)
 
 
-def test_sigterm_before_the_sweep_started_says_so_without_a_traceback(tmp_path):
-    # During the pretraining of the backbone (model.weights=embedded, cache empty): before Ray and any MLflow run.
-    driver, err = _driver(["budgets=0.5", "experiment=early", "model.width=0.125"], tmp_path)
+def _sigterm_once(driver, err, line: str, wait_s: float, exit_s: float) -> None:
+    """SIGTERM the driver once ``line`` is on its stderr, then wait for it to exit (killed if it hangs)."""
     try:
-        assert err.wait_for("pretrain resnet26 on shapes", 300), err.text()[-3000:]  # its progress bar
+        assert err.wait_for(line, wait_s), err.text()[-3000:]
         os.kill(driver.pid, signal.SIGTERM)
-        driver.wait(timeout=120)
+        driver.wait(timeout=exit_s)
     finally:
         if driver.poll() is None:
             os.killpg(driver.pid, signal.SIGKILL)
     err.ended(10)
+
+
+def test_sigterm_before_the_sweep_started_says_so_without_a_traceback(tmp_path):
+    # During the pretraining of the backbone (model.weights=embedded, cache empty): before Ray and any MLflow run.
+    driver, err = _driver(["budgets=0.5", "experiment=early", "model.width=0.125"], tmp_path)
+    _sigterm_once(driver, err, "pretrain resnet26 on shapes", 300, 120)  # during its progress bar
     assert driver.returncode == 130, err.text()[-3000:]
     assert "interrupted before the sweep started" in err.text() and "Traceback" not in err.text(), err.text()[-3000:]
 
@@ -73,14 +78,7 @@ def test_sigterm_during_the_closing_lets_it_finish_in_a_true_state(tmp_path):
     # What `docker stop` sends. Ray's handler (exit 15, no message) used to replace the project's after ray.init,
     # and the parent stayed RUNNING.
     driver, err = _driver(["budgets=0.5", "experiment=closing", *TINY], tmp_path)
-    try:
-        assert err.wait_for("closing the sweep (FINISHED)", 600), err.text()[-3000:]
-        os.kill(driver.pid, signal.SIGTERM)
-        driver.wait(timeout=300)
-    finally:
-        if driver.poll() is None:
-            os.killpg(driver.pid, signal.SIGKILL)
-    err.ended(10)
+    _sigterm_once(driver, err, "closing the sweep (FINISHED)", 600, 300)
     assert driver.returncode == 0, err.text()[-3000:]
     assert "SIGTERM during the closing of the sweep: finishing the closing first" in err.text()
     client, experiment_id = client_and_experiment(tmp_path, "closing")
